@@ -1,0 +1,1 @@
+"""Loading released checkpoint files into modules built on the meta device."""

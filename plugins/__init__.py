@@ -1,0 +1,1 @@
+"""Frame sinks and integrations (recorder, virtual camera, OBS)."""
