@@ -1,0 +1,436 @@
+"""Typed daemon configuration and the one function that assembles it.
+
+Precedence, lowest to highest (each layer only overrides the keys it names):
+
+1. packaged defaults (``soulx_live/configs/default.yaml``, identical to the model defaults below);
+2. the YAML file passed as ``path`` (``--config FILE``);
+3. environment variables ``SOULX_SECTION__KEY=value`` (double underscore nests, e.g.
+   ``SOULX_ENGINE__LITE__FPS=30``; values are parsed as YAML scalars, except for text and path keys
+   which are taken verbatim); ``SOULX_CONFIG`` is reserved for the CLI (path of the config file);
+4. ``overrides``, the command-line flags, as dotted keys (``{"engine.kind": "lite"}``).
+
+Unknown keys are rejected with :class:`ConfigError` naming the full dotted key, the closest valid key and
+where the key came from. Relative paths in a YAML file are resolved against that file's folder; relative
+paths from the environment or flags against the working directory at load time. Nothing is read at
+import: :func:`load_config` reads the defaults, the file and the environment when it is called.
+Secrets are :class:`pydantic.SecretStr`, so they never appear in ``repr``, logs or :meth:`SoulxConfig.to_yaml`.
+"""
+from __future__ import annotations
+
+import difflib
+import os
+import types
+from collections.abc import Mapping
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal, Union, get_args, get_origin
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+
+__all__ = [
+    "AudioConfig",
+    "BusConfig",
+    "ConfigError",
+    "EngineConfig",
+    "FlashTalkConfig",
+    "LiteConfig",
+    "LoggingConfig",
+    "ObsConfig",
+    "RecorderConfig",
+    "SinksConfig",
+    "SoulxConfig",
+    "SupervisorConfig",
+    "VirtualCamConfig",
+    "load_config",
+]
+
+ENV_PREFIX = "SOULX_"
+ENV_NESTING = "__"
+RESERVED_ENV = frozenset({"SOULX_CONFIG"})  # not config keys: read by the CLI itself
+
+
+class ConfigError(ValueError):
+    """The configuration is invalid; the message names the key, where it came from and the fix."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+# --- engine ---------------------------------------------------------------------------------------
+
+
+class LiteConfig(_Section):
+    """The CPU lite renderer."""
+
+    width: int = Field(512, gt=0)
+    height: int = Field(512, gt=0)
+    fps: int = Field(25, gt=0)
+    frames_per_chunk: int = Field(5, gt=0)
+
+
+class FlashTalkConfig(_Section):
+    """Runtime settings of the FlashTalk engine (the architecture comes from the weights' config.json)."""
+
+    height: int = Field(768, gt=0, multiple_of=16)
+    width: int = Field(448, gt=0, multiple_of=16)
+    fps: int = Field(25, gt=0)
+    frame_num: int = Field(33, gt=1)
+    motion_frames: int = Field(5, gt=0)
+    steps: int = Field(4, gt=0)
+    shift: float = Field(5.0, gt=0)
+    dtype: Literal["bf16", "fp32"] = "bf16"
+    color_correction: float = Field(1.0, ge=0.0, le=1.0)
+    audio_buffer_s: float = Field(8.0, gt=0)
+    compile: bool = False
+    cpu_offload: bool = False
+    world_size: int = Field(1, ge=1)
+    nccl_timeout_s: float = Field(120.0, gt=0)
+
+    @model_validator(mode="after")
+    def _frames_fit(self) -> FlashTalkConfig:
+        if (self.frame_num - 1) % 4:
+            raise ValueError(f"frame_num must be 4k+1 (the VAE compresses time 4x), got {self.frame_num}; 33 is the released value")
+        if not 0 < self.motion_frames < self.frame_num:
+            raise ValueError(f"motion_frames must be between 1 and frame_num-1, got {self.motion_frames} with frame_num {self.frame_num}")
+        return self
+
+
+class EngineConfig(_Section):
+    """Which engine renders the avatar, and from what."""
+
+    kind: Literal["lite", "flashtalk"] = "lite"
+    avatar: Path | None = None
+    prompt: str = ""
+    seed: int = 0
+    weights_dir: Path | None = None
+    device: str | None = None
+    lite: LiteConfig = LiteConfig()
+    flashtalk: FlashTalkConfig = FlashTalkConfig()
+
+
+# --- audio, bus, sinks, supervisor, logging -------------------------------------------------------
+
+
+class AudioConfig(_Section):
+    """Where the speech comes from."""
+
+    source: Literal["file", "mic", "loopback", "push"] = "file"
+    file: Path | None = None
+    device: str | None = None
+    sample_rate: int = Field(16000, gt=0)
+    realtime: bool = True
+
+
+class BusConfig(_Section):
+    """The ZeroMQ sockets between daemon, engine and sinks."""
+
+    transport: Literal["ipc", "tcp"] = "ipc"
+    runtime_dir: Path | None = None
+    tcp_host: str = "127.0.0.1"
+    tcp_port: int = Field(47800, ge=1, le=65535 - 8)
+    hwm_chunks: int = Field(2, ge=1)
+
+
+class RecorderConfig(_Section):
+    enabled: bool = False
+    path: Path | None = None
+
+
+class VirtualCamConfig(_Section):
+    enabled: bool = False
+    width: int = Field(1280, gt=0)
+    height: int = Field(720, gt=0)
+    fps: int = Field(30, gt=0)
+    fit: Literal["letterbox", "crop"] = "letterbox"
+    device: str | None = None
+
+
+class ObsConfig(_Section):
+    enabled: bool = False
+    host: str = "127.0.0.1"
+    port: int = Field(4455, ge=1, le=65535)
+    password: SecretStr | None = None
+    timeout_s: float = Field(5.0, gt=0)
+
+
+class SinksConfig(_Section):
+    recorder: RecorderConfig = RecorderConfig()
+    virtualcam: VirtualCamConfig = VirtualCamConfig()
+    obs: ObsConfig = ObsConfig()
+
+
+class SupervisorConfig(_Section):
+    """Engine process supervision: timeouts and the restart budget."""
+
+    init_timeout_s: float = Field(600.0, gt=0)
+    heartbeat_timeout_s: float = Field(30.0, gt=0)
+    shutdown_grace_s: float = Field(10.0, ge=0)
+    max_restarts: int = Field(3, ge=0)
+    restart_window_s: float = Field(300.0, gt=0)
+    restart_backoff_s: tuple[float, ...] = (1.0, 5.0, 15.0)
+
+
+class LoggingConfig(_Section):
+    """Arguments of :func:`soulx_live.log.setup_logging`."""
+
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    format: Literal["text", "json"] = "text"
+
+    @field_validator("level", mode="before")
+    @classmethod
+    def _upper(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
+
+
+class SoulxConfig(_Section):
+    """The whole daemon configuration. Frozen: derive variants with ``model_copy(update=...)``."""
+
+    engine: EngineConfig = EngineConfig()
+    audio: AudioConfig = AudioConfig()
+    bus: BusConfig = BusConfig()
+    sinks: SinksConfig = SinksConfig()
+    supervisor: SupervisorConfig = SupervisorConfig()
+    logging: LoggingConfig = LoggingConfig()
+
+    def to_yaml(self) -> str:
+        """The effective configuration as YAML, secrets masked (for ``doctor`` / ``config show``)."""
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+
+# --- schema walking -------------------------------------------------------------------------------
+
+_Kind = Literal["section", "path", "text", "value"]
+
+
+@dataclass(frozen=True)
+class _Key:
+    """What the loader needs to know about one dotted key."""
+
+    kind: _Kind  # section: nested model; path: resolved against a base folder; text: never YAML-parsed
+    nullable: bool
+    secret: bool
+
+
+def _key_info(annotation: Any) -> _Key:
+    args = get_args(annotation) if get_origin(annotation) in (Union, types.UnionType) else (annotation,)
+    types_ = tuple(a for a in args if a is not type(None))
+    kind: _Kind = "value"
+    if any(isinstance(a, type) and issubclass(a, BaseModel) for a in types_):
+        kind = "section"
+    elif Path in types_:
+        kind = "path"
+    elif all(a in (str, SecretStr) for a in types_):
+        kind = "text"
+    return _Key(kind, len(types_) < len(args), SecretStr in types_)
+
+
+def _schema(model: type[BaseModel] = SoulxConfig, prefix: str = "") -> dict[str, _Key]:
+    """Every dotted key of ``model``, sections included."""
+    out: dict[str, _Key] = {}
+    for name, info in model.model_fields.items():
+        key = prefix + name
+        out[key] = _key_info(info.annotation)
+        if out[key].kind == "section":
+            out.update(_schema(info.annotation, key + "."))
+    return out
+
+
+_Schema = Mapping[str, _Key]
+
+
+@dataclass(frozen=True)
+class _Source:
+    """Where a layer came from, for error messages."""
+
+    label: str  # "packaged defaults ...", "config file /x/y.yaml", "environment", "command-line flag"
+    env: bool = False  # keys are spelled SOULX_SECTION__KEY
+    keyed: bool = False  # each key is its own item (flags): name it
+
+    def name(self, key: str) -> str:
+        return f"{ENV_PREFIX}{key.upper().replace('.', ENV_NESTING)}" if self.env else key
+
+    def where(self, key: str) -> str:
+        if self.env:
+            return f"environment variable {self.name(key)}"
+        return f"{self.label} '{key}'" if self.keyed else self.label
+
+
+def _closest(key: str, schema: _Schema) -> tuple[str | None, str]:
+    """The most likely intended key (a near-identical full key, else a similar sibling) and the
+    deepest existing parent of ``key`` ("" for the top level)."""
+    parent = key.rpartition(".")[0]
+    while parent and parent not in schema:
+        parent = parent.rpartition(".")[0]
+    close = difflib.get_close_matches(key, list(schema), n=1, cutoff=0.85)
+    if close:
+        return close[0], parent
+    siblings = {k.rpartition(".")[2]: k for k in schema if k.rpartition(".")[0] == parent}
+    leaf = key[len(parent) + 1 :] if parent else key
+    close = difflib.get_close_matches(leaf, list(siblings), n=1, cutoff=0.6)
+    return (siblings[close[0]] if close else None), parent
+
+
+def _unknown_key(key: str, source: _Source, schema: _Schema) -> ConfigError:
+    guess, parent = _closest(key, schema)
+    if guess is not None:
+        hint = f"did you mean '{guess}'" + (f" ({source.name(guess)})" if source.env else "") + "?"
+    else:
+        valid = [k.rpartition(".")[2] for k in schema if k.rpartition(".")[0] == parent]
+        hint = f"valid keys{f' under {parent!r}' if parent else ''}: {', '.join(valid)}"
+    return ConfigError(f"unknown config key '{key}' in {source.where(key)}; {hint}")
+
+
+# --- layers ---------------------------------------------------------------------------------------
+
+
+def _flatten(data: Mapping[str, Any], source: _Source, schema: _Schema, prefix: str = "") -> dict[str, Any]:
+    """Nested YAML mapping -> {dotted key: value}, rejecting unknown keys; sections must be mappings."""
+    flat: dict[str, Any] = {}
+    for raw_key, value in data.items():
+        key = f"{prefix}{raw_key}"
+        if key not in schema:
+            raise _unknown_key(key, source, schema)
+        if schema[key].kind != "section":
+            flat[key] = value
+        elif isinstance(value, Mapping):
+            flat.update(_flatten(value, source, schema, key + "."))
+        elif value is not None:  # `engine:` with every sub-key commented out is just empty
+            raise ConfigError(f"'{key}' in {source.where(key)} must be a mapping of keys, got {value!r}")
+    return flat
+
+
+def _parse_text(key: str, raw: str, source: _Source, schema: _Schema) -> Any:
+    """A string from the environment or a flag -> the value it means for ``key``."""
+    info = schema[key]
+    if info.kind == "text":
+        return raw
+    if info.kind == "path":
+        return None if info.nullable and raw.strip().lower() in ("", "null", "none") else raw
+    try:
+        return yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"cannot parse the value of '{key}' in {source.where(key)} ({raw!r}): {exc}") from exc
+
+
+def _resolve_paths(flat: dict[str, Any], base: Path, schema: _Schema) -> None:
+    for key, value in flat.items():
+        if schema[key].kind == "path" and isinstance(value, (str, Path)):
+            path = Path(os.path.expanduser(str(value)))
+            flat[key] = path if path.is_absolute() else base / path
+
+
+def _read_yaml(text: str, source: _Source) -> Mapping[str, Any]:
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{source.label} is not valid YAML: {exc}") from exc
+    if data is None:
+        return {}
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{source.label} must hold a mapping of sections (engine:, audio:, ...), got {type(data).__name__}")
+    return data
+
+
+def _env_layer(env: Mapping[str, str], source: _Source, schema: _Schema) -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for name in sorted(env):
+        if not name.startswith(ENV_PREFIX) or name in RESERVED_ENV:
+            continue
+        key = name[len(ENV_PREFIX):].lower().replace(ENV_NESTING, ".")
+        if key not in schema:
+            raise _unknown_key(key, source, schema)
+        if schema[key].kind == "section":
+            raise ConfigError(f"environment variable {name} names the section '{key}'; set one key in it, e.g. {name}{ENV_NESTING}KEY=value")
+        flat[key] = _parse_text(key, env[name], source, schema)
+    _resolve_paths(flat, Path.cwd(), schema)
+    return flat
+
+
+def _override_layer(overrides: Mapping[str, object], source: _Source, schema: _Schema) -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in overrides.items():
+        if key not in schema:
+            raise _unknown_key(key, source, schema)
+        if schema[key].kind == "section":
+            raise ConfigError(f"command-line flag '{key}' names a section; set one key in it, e.g. '{key}.KEY=value'")
+        flat[key] = _parse_text(key, value, source, schema) if isinstance(value, str) else value
+    _resolve_paths(flat, Path.cwd(), schema)
+    return flat
+
+
+def _nest(flat: Mapping[str, Any]) -> dict[str, Any]:
+    nested: dict[str, Any] = {}
+    for key, value in flat.items():
+        *parents, leaf = key.split(".")
+        node = nested
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return nested
+
+
+def _where(key: str, origin: Mapping[str, str]) -> str:
+    """The source(s) of ``key``; for a section, the sources of the keys set in it."""
+    if key in origin:
+        return origin[key]
+    inside = sorted({src for k, src in origin.items() if k.startswith(key + ".") and not src.startswith("packaged")})
+    if inside:
+        return ", ".join(inside)
+    parent = key.rpartition(".")[0]  # an item of a list-valued key: "supervisor.restart_backoff_s.1"
+    return origin.get(parent, "packaged defaults")
+
+
+def _validation_error(exc: ValidationError, origin: Mapping[str, str], schema: _Schema) -> ConfigError:
+    lines = []
+    for err in exc.errors():
+        key = ".".join(str(part) for part in err["loc"])
+        where = _where(key, origin)
+        secret = key in schema and schema[key].secret
+        got = "" if secret or err["type"].startswith("value_error") else f" (got {err['input']!r})"
+        lines.append(f"'{key}' from {where}: {err['msg']}{got}")
+    return ConfigError("invalid configuration:\n  " + "\n  ".join(lines))
+
+
+def load_config(
+    path: Path | None = None,
+    *,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, object] | None = None,
+) -> SoulxConfig:
+    """Assemble the configuration: packaged defaults < ``path`` < ``env`` < ``overrides``.
+
+    ``env`` defaults to ``os.environ`` (read now, not at import); pass ``{}`` to ignore the environment.
+    Raises :class:`ConfigError` for unknown keys, unparsable values and failed validation.
+    """
+    schema = _schema()
+    origin: dict[str, str] = {}
+    merged: dict[str, Any] = {}
+
+    def apply(flat: Mapping[str, Any], source: _Source) -> None:
+        merged.update(flat)
+        origin.update({key: source.where(key) for key in flat})
+
+    defaults = _Source("packaged defaults (soulx_live/configs/default.yaml)")
+    text = resources.files("soulx_live").joinpath("configs/default.yaml").read_text(encoding="utf-8")
+    apply(_flatten(_read_yaml(text, defaults), defaults, schema), defaults)
+    if path is not None:
+        path = Path(path).expanduser().resolve()
+        source = _Source(f"config file {path}")
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from exc
+        flat = _flatten(_read_yaml(text, source), source, schema)
+        _resolve_paths(flat, path.parent, schema)
+        apply(flat, source)
+    source = _Source("environment", env=True)
+    apply(_env_layer(os.environ if env is None else env, source, schema), source)
+    source = _Source("command-line flag", keyed=True)
+    apply(_override_layer(overrides or {}, source, schema), source)
+    try:
+        return SoulxConfig.model_validate(_nest(merged))
+    except ValidationError as exc:
+        raise _validation_error(exc, origin, schema) from None
