@@ -140,8 +140,10 @@ class FramePublisher:
         status = EngineStatus(state=state, detail=detail, session_id=session_id, chunks_done=chunks_done)
         return self._send([TOPIC_STATUS, encode(status)])
 
-    def close(self) -> None:
-        self._sock.close(linger=0)
+    def close(self, linger_ms: int = 1000) -> None:
+        """Close, giving chunks still queued (the session's last chunk, EndOfStream) ``linger_ms``
+        to reach connected subscribers; a closed publisher with linger 0 would discard them."""
+        self._sock.close(linger=linger_ms)
 
     def __enter__(self) -> FramePublisher:
         return self
