@@ -1,0 +1,417 @@
+"""The audio-conditioned Wan DiT of FlashTalk / InfiniteTalk (the release's multitalk ``WanModel``).
+
+SPEC-flashtalk.md §2. An image-to-video Wan2.1 DiT (patchify -> N blocks -> head -> unpatchify) whose blocks
+add a frame-local audio cross-attention after the text+image cross-attention. State-dict keys are exactly the
+released ones (SPEC §2.8), so the released diffusers folder loads strictly (``engine.loading.dit``).
+
+Precision follows the release, so the same module runs in float32 (parity) or bf16 (GPU):
+
+* the timestep sinusoid is computed in float64, the time embedding/projection and the head in float32 (the
+  release runs them under ``autocast(float32)``), whatever the weights' dtype;
+* LayerNorms (``norm1/2/3``, ``norm_x``, the head's) and the q/k RMSNorms compute in float32 and return the
+  input dtype; adaLN modulation and the gated residuals are float32, then cast back;
+* RoPE is computed in float64.
+
+RoPE tables are not parameters: they are computed per forward from the token grid and cached by (grid, device)
+in a plain dict, so a model built on the meta device and loaded with ``assign=True`` needs no extra step.
+
+Sequence-parallel seam: :meth:`DiTBlock.forward` takes the RoPE tables and a :class:`SeqShard` for the tokens
+it holds; only the self-attention's ``attention`` call needs the whole sequence.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from engine.models.audio_attention import AudioCrossAttention, AudioProjection, SeqShard
+from engine.ops.attention import attention
+from engine.ops.rope import apply_rope, rope_cos_sin
+
+__all__ = [
+    "CLIP_DIM",
+    "CLIP_TOKENS",
+    "DiTBlock",
+    "DiTConfig",
+    "WanAudioTransformer",
+    "sinusoidal_embedding",
+]
+
+log = logging.getLogger(__name__)
+
+#: CLIP ViT-H/14 width and token count the image projection takes (hard-coded in the release).
+CLIP_DIM = 1280
+CLIP_TOKENS = 257
+
+# config.json keys written by diffusers or only used at initialisation.
+_IGNORED_KEYS = frozenset({"_class_name", "_diffusers_version", "_name_or_path", "weight_init"})
+
+
+@dataclass(frozen=True)
+class DiTConfig:
+    """Constructor arguments of the DiT. Defaults are the released SoulX-FlashTalk-14B model."""
+
+    model_type: str = "i2v"
+    patch_size: tuple[int, int, int] = (1, 2, 2)
+    text_len: int = 512
+    in_dim: int = 36
+    dim: int = 5120
+    ffn_dim: int = 13824
+    freq_dim: int = 256
+    text_dim: int = 4096
+    out_dim: int = 16
+    num_heads: int = 40
+    num_layers: int = 40
+    window_size: tuple[int, int] = (-1, -1)
+    qk_norm: bool = True
+    cross_attn_norm: bool = True
+    eps: float = 1e-6
+    audio_window: int = 5
+    intermediate_dim: int = 512
+    output_dim: int = 768
+    context_tokens: int = 32
+    vae_scale: int = 4
+    norm_input_visual: bool = True
+    norm_output_audio: bool = True
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "patch_size", tuple(int(v) for v in self.patch_size))
+        object.__setattr__(self, "window_size", tuple(int(v) for v in self.window_size))
+        if self.model_type != "i2v":
+            raise ValueError(
+                f"the audio DiT is an image-to-video model: model_type must be 'i2v', got {self.model_type!r}"
+            )
+        if len(self.patch_size) != 3:
+            raise ValueError(f"patch_size must have 3 entries (t, h, w), got {self.patch_size}")
+        if self.window_size != (-1, -1):
+            raise ValueError(f"only global attention (window_size (-1, -1)) is supported, got {self.window_size}")
+        if self.dim % self.num_heads or (self.dim // self.num_heads) % 2:
+            raise ValueError(f"dim {self.dim} must split into {self.num_heads} heads of even size")
+        if self.audio_window < 1 or self.vae_scale < 1:
+            raise ValueError(f"audio_window and vae_scale must be >= 1, got {self.audio_window}, {self.vae_scale}")
+
+    @property
+    def head_dim(self) -> int:
+        return self.dim // self.num_heads
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> "DiTConfig":
+        """Build from a diffusers config dict; absent keys take the released defaults, unknown keys warn."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(k for k in raw if k not in known and k not in _IGNORED_KEYS)
+        if unknown:
+            log.warning("DiT config: ignoring unknown key(s) %s", unknown)
+        return cls(**{k: v for k, v in raw.items() if k in known})
+
+    @classmethod
+    def from_json(cls, path: Path | str) -> "DiTConfig":
+        """Read a diffusers ``config.json`` (the released DiT folder's)."""
+        path = Path(path)
+        try:
+            raw = json.loads(path.read_text())
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{path} is not valid JSON: {exc}") from exc
+        if not isinstance(raw, dict):
+            raise ValueError(f"{path} must hold a JSON object")
+        try:
+            return cls.from_dict(raw)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"{path}: {exc}") from exc
+
+
+# -- building blocks -------------------------------------------------------------------------------------------
+def sinusoidal_embedding(dim: int, t: torch.Tensor) -> torch.Tensor:
+    """``[B, dim]`` float32 ``[cos(t f_k) | sin(t f_k)]`` with ``f_k = 10000^(-k/(dim/2))``, computed in float64."""
+    half = dim // 2
+    position = t.to(torch.float64).reshape(-1)
+    freqs = torch.pow(10000, -torch.arange(half, dtype=torch.float64, device=t.device).div(half))
+    angles = torch.outer(position, freqs)
+    return torch.cat([torch.cos(angles), torch.sin(angles)], dim=1).float()
+
+
+class FP32Linear(nn.Linear):
+    """A Linear computed in float32 whatever its weights' dtype (the release's ``autocast(float32)`` regions)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        bias = None if self.bias is None else self.bias.float()
+        return F.linear(x.float(), self.weight.float(), bias)
+
+
+class FP32LayerNorm(nn.LayerNorm):
+    """LayerNorm computed in float32, returned in the input dtype (the release's ``WanLayerNorm``)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        weight = None if self.weight is None else self.weight.float()
+        bias = None if self.bias is None else self.bias.float()
+        return F.layer_norm(x.float(), self.normalized_shape, weight, bias, self.eps).to(x.dtype)
+
+
+class RMSNorm(nn.Module):
+    """RMSNorm over the last dim, normalised in float32, cast back, then scaled (the release's ``WanRMSNorm``)."""
+
+    def __init__(self, dim: int, eps: float) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        xf = x.float()
+        return (xf * torch.rsqrt(xf.pow(2).mean(dim=-1, keepdim=True) + self.eps)).type_as(x) * self.weight
+
+
+def _qk_norm(dim: int, eps: float, enabled: bool) -> nn.Module:
+    return RMSNorm(dim, eps) if enabled else nn.Identity()
+
+
+class SelfAttention(nn.Module):
+    """Self-attention with full-width q/k RMSNorm and 3-axis RoPE. Keys ``q k v o norm_q norm_k``."""
+
+    def __init__(self, cfg: DiTConfig) -> None:
+        super().__init__()
+        self.num_heads, self.head_dim = cfg.num_heads, cfg.head_dim
+        self.q = nn.Linear(cfg.dim, cfg.dim)
+        self.k = nn.Linear(cfg.dim, cfg.dim)
+        self.v = nn.Linear(cfg.dim, cfg.dim)
+        self.o = nn.Linear(cfg.dim, cfg.dim)
+        self.norm_q = _qk_norm(cfg.dim, cfg.eps, cfg.qk_norm)
+        self.norm_k = _qk_norm(cfg.dim, cfg.eps, cfg.qk_norm)
+
+    def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        shape = (*x.shape[:2], self.num_heads, self.head_dim)
+        q = apply_rope(self.norm_q(self.q(x)).view(shape), *rope).to(x.dtype)
+        k = apply_rope(self.norm_k(self.k(x)).view(shape), *rope).to(x.dtype)
+        v = self.v(x).view(shape)
+        return self.o(attention(q, k, v).flatten(2))
+
+
+class TextImageCrossAttention(nn.Module):
+    """Cross-attention to the text and the CLIP image tokens, summed before one output projection.
+
+    Keys ``q k v o k_img v_img norm_q norm_k norm_k_img``. No key mask: zero-padded text rows take part.
+    """
+
+    def __init__(self, cfg: DiTConfig) -> None:
+        super().__init__()
+        self.num_heads, self.head_dim = cfg.num_heads, cfg.head_dim
+        self.q = nn.Linear(cfg.dim, cfg.dim)
+        self.k = nn.Linear(cfg.dim, cfg.dim)
+        self.v = nn.Linear(cfg.dim, cfg.dim)
+        self.o = nn.Linear(cfg.dim, cfg.dim)
+        self.norm_q = _qk_norm(cfg.dim, cfg.eps, cfg.qk_norm)
+        self.norm_k = _qk_norm(cfg.dim, cfg.eps, cfg.qk_norm)
+        self.k_img = nn.Linear(cfg.dim, cfg.dim)
+        self.v_img = nn.Linear(cfg.dim, cfg.dim)
+        self.norm_k_img = _qk_norm(cfg.dim, cfg.eps, cfg.qk_norm)
+
+    def _heads(self, t: torch.Tensor) -> torch.Tensor:
+        return t.unflatten(-1, (self.num_heads, self.head_dim))
+
+    def forward(self, x: torch.Tensor, text: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
+        q = self._heads(self.norm_q(self.q(x)))
+        text_out = attention(q, self._heads(self.norm_k(self.k(text))), self._heads(self.v(text)))
+        image_out = attention(q, self._heads(self.norm_k_img(self.k_img(image))), self._heads(self.v_img(image)))
+        return self.o(text_out.flatten(2) + image_out.flatten(2))
+
+
+class DiTBlock(nn.Module):
+    """One ``WanAttentionBlock``: adaLN self-attention, text+image cross-attention, audio cross-attention, adaLN FFN."""
+
+    def __init__(self, cfg: DiTConfig) -> None:
+        super().__init__()
+        self.norm1 = FP32LayerNorm(cfg.dim, cfg.eps, elementwise_affine=False)
+        self.self_attn = SelfAttention(cfg)
+        self.norm3 = FP32LayerNorm(cfg.dim, cfg.eps, elementwise_affine=True) if cfg.cross_attn_norm else nn.Identity()
+        self.cross_attn = TextImageCrossAttention(cfg)
+        self.norm2 = FP32LayerNorm(cfg.dim, cfg.eps, elementwise_affine=False)
+        self.ffn = nn.Sequential(
+            nn.Linear(cfg.dim, cfg.ffn_dim), nn.GELU(approximate="tanh"), nn.Linear(cfg.ffn_dim, cfg.dim)
+        )
+        self.modulation = nn.Parameter(torch.randn(1, 6, cfg.dim) / cfg.dim**0.5)
+        self.audio_cross_attn = AudioCrossAttention(cfg.dim, cfg.output_dim, cfg.num_heads)
+        self.norm_x = (
+            FP32LayerNorm(cfg.dim, cfg.eps, elementwise_affine=True) if cfg.norm_input_visual else nn.Identity()
+        )
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        e0: torch.Tensor,
+        text: torch.Tensor,
+        image: torch.Tensor,
+        audio_tokens: torch.Tensor,
+        rope: tuple[torch.Tensor, torch.Tensor],
+        tokens_per_frame: int,
+        shard: SeqShard | None = None,
+    ) -> torch.Tensor:
+        """``x [B, L, dim]``; ``e0 [B, 6, dim]`` float32; ``audio_tokens [B, F, n, audio_dim]``; rope for x's tokens."""
+        dtype = x.dtype
+        shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = (self.modulation.float() + e0).chunk(6, dim=1)
+        y = self.self_attn((self.norm1(x).float() * (1 + scale_msa) + shift_msa).to(dtype), rope)
+        x = (x + y * gate_msa).to(dtype)
+        x = x + self.cross_attn(self.norm3(x), text, image)
+        x = x + self.audio_cross_attn(self.norm_x(x), audio_tokens, tokens_per_frame, shard)
+        y = self.ffn((self.norm2(x).float() * (1 + scale_mlp) + shift_mlp).to(dtype))
+        return (x + y * gate_mlp).to(dtype)
+
+
+class Head(nn.Module):
+    """Output head in float32: 2-row modulation from the time embedding e, LayerNorm, Linear.
+
+    Keys ``head``, ``modulation``.
+    """
+
+    def __init__(self, cfg: DiTConfig) -> None:
+        super().__init__()
+        self.norm = FP32LayerNorm(cfg.dim, cfg.eps, elementwise_affine=False)
+        self.head = FP32Linear(cfg.dim, math.prod(cfg.patch_size) * cfg.out_dim)
+        self.modulation = nn.Parameter(torch.randn(1, 2, cfg.dim) / cfg.dim**0.5)
+
+    def forward(self, x: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
+        shift, scale = (self.modulation.float() + e.unsqueeze(1)).chunk(2, dim=1)
+        return self.head(self.norm(x) * (1 + scale) + shift)
+
+
+class ImageProjection(nn.Module):
+    """CLIP tokens -> model width (the release's ``MLPProj``): LN, Linear, GELU (erf), Linear, LN. Keys ``proj.*``."""
+
+    def __init__(self, in_dim: int, out_dim: int) -> None:
+        super().__init__()
+        self.proj = nn.Sequential(
+            nn.LayerNorm(in_dim), nn.Linear(in_dim, in_dim), nn.GELU(),
+            nn.Linear(in_dim, out_dim), nn.LayerNorm(out_dim),
+        )
+
+    def forward(self, clip_fea: torch.Tensor) -> torch.Tensor:
+        return self.proj(clip_fea)
+
+
+# -- the model -------------------------------------------------------------------------------------------------
+class WanAudioTransformer(nn.Module):
+    """The FlashTalk DiT: ``forward(x, t, context, clip_fea, y, audio) -> velocity [B, out_dim, F, H, W]`` (float32)."""
+
+    _ROPE_CACHE_SIZE = 8
+
+    def __init__(self, config: DiTConfig) -> None:
+        super().__init__()
+        self.config = cfg = config
+        self.patch_embedding = nn.Conv3d(cfg.in_dim, cfg.dim, kernel_size=cfg.patch_size, stride=cfg.patch_size)
+        self.text_embedding = nn.Sequential(
+            nn.Linear(cfg.text_dim, cfg.dim), nn.GELU(approximate="tanh"), nn.Linear(cfg.dim, cfg.dim)
+        )
+        self.time_embedding = nn.Sequential(FP32Linear(cfg.freq_dim, cfg.dim), nn.SiLU(), FP32Linear(cfg.dim, cfg.dim))
+        self.time_projection = nn.Sequential(nn.SiLU(), FP32Linear(cfg.dim, 6 * cfg.dim))
+        self.blocks = nn.ModuleList(DiTBlock(cfg) for _ in range(cfg.num_layers))
+        self.head = Head(cfg)
+        self.img_emb = ImageProjection(CLIP_DIM, cfg.dim)
+        self.audio_proj = AudioProjection(
+            audio_window=cfg.audio_window,
+            vae_scale=cfg.vae_scale,
+            intermediate_dim=cfg.intermediate_dim,
+            output_dim=cfg.output_dim,
+            context_tokens=cfg.context_tokens,
+            norm_output_audio=cfg.norm_output_audio,
+        )
+        # Not state: (grid, device) -> float64 RoPE (cos, sin); rebuilt on demand after meta construction.
+        self._rope_cache: dict[tuple[tuple[int, int, int], str], tuple[torch.Tensor, torch.Tensor]] = {}
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The compute dtype: that of the weights."""
+        return self.patch_embedding.weight.dtype
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        t: torch.Tensor,
+        context: torch.Tensor,
+        clip_fea: torch.Tensor,
+        y: torch.Tensor,
+        audio: torch.Tensor,
+        seq_len: int | None = None,
+    ) -> torch.Tensor:
+        """Predict the flow velocity.
+
+        Args:
+            x: noisy latent ``[B, 16, F, H, W]``.
+            t: timesteps ``[B]`` (or ``[1]``, shared) in [0, 1000], kept unrounded (float64 sinusoid).
+            context: T5 tokens ``[B, Lt, text_dim]``, ``Lt <= text_len``; zero-padded to text_len, not masked.
+            clip_fea: CLIP tokens ``[B, 257, 1280]``.
+            y: conditioning ``[B, 20, F, H, W]`` (4 mask channels + 16 reference-latent channels).
+            audio: wav2vec2 windows ``[B, 1 + vae_scale*(F-1), audio_window, 12, 768]``.
+            seq_len: the release's padded token count; only checked (``>= F*H*W/4``). Padding tokens cannot
+                change real tokens (they are masked out of self-attention, everything else is per token), so
+                they are not materialised.
+
+        Returns:
+            float32 ``[B, out_dim, F, H, W]``.
+        """
+        cfg = self.config
+        dtype = self.dtype
+        self._check_inputs(x, y, context, clip_fea)
+        tokens = self.patch_embedding(torch.cat([x, y], dim=1).to(dtype))
+        grid = (tokens.shape[2], tokens.shape[3], tokens.shape[4])
+        tokens = tokens.flatten(2).transpose(1, 2)
+        num_tokens = math.prod(grid)
+        if seq_len is not None and int(seq_len) < num_tokens:
+            raise ValueError(f"seq_len {int(seq_len)} is smaller than the {num_tokens} tokens of grid {grid}")
+
+        t = torch.as_tensor(t, device=x.device).reshape(-1).expand(x.shape[0])
+        e = self.time_embedding(sinusoidal_embedding(cfg.freq_dim, t))
+        e0 = self.time_projection(e).unflatten(1, (6, cfg.dim))
+
+        text = self.text_embedding(F.pad(context.to(dtype), (0, 0, 0, cfg.text_len - context.shape[1])))
+        image = self.img_emb(clip_fea.to(dtype))
+        audio_tokens = self.audio_proj(audio).to(dtype)
+        if audio_tokens.shape[1] != grid[0]:
+            raise ValueError(
+                f"audio covers {audio_tokens.shape[1]} latent frames but x has {grid[0]}: pass "
+                f"1 + {cfg.vae_scale}*({grid[0]}-1) = {1 + cfg.vae_scale * (grid[0] - 1)} audio frames"
+            )
+
+        rope = self.rope(grid, tokens.device)
+        for block in self.blocks:
+            tokens = block(tokens, e0, text, image, audio_tokens, rope, grid[1] * grid[2])
+        return self.unpatchify(self.head(tokens, e), grid).float()
+
+    def rope(self, grid: tuple[int, int, int], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """Float64 RoPE ``(cos, sin)`` for a token grid, cached by (grid, device)."""
+        key = (tuple(grid), str(device))
+        if key not in self._rope_cache:
+            if len(self._rope_cache) >= self._ROPE_CACHE_SIZE:
+                self._rope_cache.pop(next(iter(self._rope_cache)))
+            self._rope_cache[key] = rope_cos_sin(grid, self.config.head_dim, device=device)
+        return self._rope_cache[key]
+
+    def unpatchify(self, out: torch.Tensor, grid: tuple[int, int, int]) -> torch.Tensor:
+        """``[B, L, p_t*p_h*p_w*c]`` tokens -> ``[B, c, F, H, W]`` (channel index ``((p*q_n + q)*r_n + r)*c_n + c``)."""
+        p = self.config.patch_size
+        c = self.config.out_dim
+        u = out[:, : math.prod(grid)].reshape(out.shape[0], *grid, *p, c)
+        u = torch.einsum("bfhwpqrc->bcfphqwr", u)
+        return u.reshape(out.shape[0], c, *(g * s for g, s in zip(grid, p)))
+
+    def _check_inputs(self, x: torch.Tensor, y: torch.Tensor, context: torch.Tensor, clip_fea: torch.Tensor) -> None:
+        cfg = self.config
+        if x.dim() != 5 or y.dim() != 5 or x.shape[0] != y.shape[0] or x.shape[2:] != y.shape[2:]:
+            raise ValueError(f"x [B,C,F,H,W] and y [B,C',F,H,W] must agree, got {list(x.shape)} and {list(y.shape)}")
+        if x.shape[1] + y.shape[1] != cfg.in_dim:
+            raise ValueError(f"x and y channels ({x.shape[1]} + {y.shape[1]}) must sum to in_dim {cfg.in_dim}")
+        if any(size % p for size, p in zip(x.shape[2:], cfg.patch_size)):
+            raise ValueError(f"latent size {list(x.shape[2:])} is not divisible by patch_size {cfg.patch_size}")
+        if context.dim() != 3 or context.shape[1] > cfg.text_len or context.shape[2] != cfg.text_dim:
+            raise ValueError(f"context must be [B, <= {cfg.text_len}, {cfg.text_dim}], got {list(context.shape)}")
+        if tuple(clip_fea.shape[1:]) != (CLIP_TOKENS, CLIP_DIM):
+            raise ValueError(f"clip_fea must be [B, {CLIP_TOKENS}, {CLIP_DIM}], got {list(clip_fea.shape)}")
+        if context.shape[0] != x.shape[0] or clip_fea.shape[0] != x.shape[0]:
+            raise ValueError(
+                f"batch sizes differ: x {x.shape[0]}, context {context.shape[0]}, clip_fea {clip_fea.shape[0]}"
+            )
+
