@@ -1,0 +1,471 @@
+"""The FlashTalk streaming engine: one chunk at a time, audio in, frames out (spec §1.2, §5.4, §6).
+
+Per chunk (the release's ``generate(audio_embedding)``; :func:`generate_chunk`)::
+
+    latent  = noise (latent dtype);  latent[:, :, :M] = motion latent
+    latent  = 4-step sampler with the DiT                      (engine.sampler.denoise)
+    video   = VAE.decode(latent)                               -> frame_num frames in [-1, 1]
+    video   = colour-correct(video, reference)                 (engine.postprocess)
+    motion' = VAE.encode(video[:, :, -motion_frames:])          -> the next chunk's context
+    emit      video[:, :, motion_frames:]                       (frame_num - motion_frames frames)
+
+:func:`stream_step` runs that on an explicit :class:`~engine.state.SessionState` and returns the next
+state, so the loop has no hidden state. :class:`FlashTalkEngine` / :class:`FlashTalkSession` implement
+``engine.interface``: pushed 16 kHz PCM is consumed in chunks of ``frames_per_chunk * 640`` samples; each
+chunk's samples go into the 8 s zero-initialised window (as released: the window receives exactly the
+chunk's new audio before it is embedded, never audio from later chunks), wav2vec2 embeds the window, and
+the emitted frames play with exactly those samples.
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+import numpy as np
+import torch
+
+from engine.config import (
+    DEFAULT_PROMPT,
+    DtypePolicy,
+    FlashTalkConfig,
+    FlashTalkConfigError,
+    resolve_device,
+    resolve_dtypes,
+)
+from engine.interface import ChunkSpec, FrameChunk, SessionRequest
+from engine.postprocess import match_and_blend_colors, to_uint8_frames
+from engine.prepare import VideoVAE, fit_reference, prepare_reference, reference_pixels
+from engine.sampler import (
+    NoiseSource,
+    SeededNoise,
+    StepCallback,
+    denoise,
+    shifted_timesteps,
+)
+from engine.state import SessionState, StreamConditioning
+
+if TYPE_CHECKING:  # the audio front end imports transformers: only sessions need it, not the loop
+    from engine.audio_encoder import StreamingAudioWindow
+
+__all__ = [
+    "AudioEmbedder",
+    "ChunkOutput",
+    "ConditioningProvider",
+    "FlashTalkEngine",
+    "FlashTalkModels",
+    "FlashTalkSession",
+    "SessionSnapshot",
+    "build_engine",
+    "generate_chunk",
+    "stream_step",
+]
+
+log = logging.getLogger(__name__)
+
+WAV2VEC_DIR = "chinese-wav2vec2-base"
+VAE_CHECKPOINT = "Wan2.1_VAE.pth"
+
+
+# -- components --------------------------------------------------------------------------------------------
+class AudioEmbedder(Protocol):
+    """``engine.audio_encoder.AudioEncoder``: embeds the streaming window for a ``frame_num``-frame chunk."""
+
+    def embed_window(self, window: StreamingAudioWindow, frame_num: int) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+
+class ConditioningProvider(Protocol):
+    """``engine.conditioning.Conditioner``: T5 context ``[L, 4096]`` and CLIP tokens ``[1, 257, 1280]``."""
+
+    def text_context(self, prompt: str) -> torch.Tensor: ...
+
+    def image_tokens(self, image_u8: np.ndarray) -> torch.Tensor: ...
+
+
+DiT = Callable[..., torch.Tensor]  # model(x, t, context, clip_fea, y, audio, seq_len=...) -> [B,16,F,H,W] fp32
+
+
+@dataclass(frozen=True)
+class FlashTalkModels:
+    """The per-chunk models: the DiT and the VAE."""
+
+    dit: DiT
+    vae: VideoVAE
+
+
+@dataclass(frozen=True)
+class ChunkOutput:
+    """Everything one chunk computes (batched, batch 1)."""
+
+    latent: torch.Tensor  # [1,16,F_lat,h,w] sampler output (fp32)
+    video_decoded: torch.Tensor  # [1,3,frame_num,H,W] before colour correction
+    video: torch.Tensor  # [1,3,frame_num,H,W] colour-corrected
+    motion_latent_next: torch.Tensor  # [1,16,M',h,w]
+
+
+# -- the loop ----------------------------------------------------------------------------------------------
+def generate_chunk(
+    models: FlashTalkModels,
+    cond: StreamConditioning,
+    motion_latent: torch.Tensor,
+    audio_emb: torch.Tensor,
+    noise: NoiseSource,
+    cfg: FlashTalkConfig,
+    *,
+    on_step: StepCallback | None = None,
+) -> ChunkOutput:
+    """The release's ``generate()``: sampler -> decode -> colour correction -> re-encode the tail.
+
+    ``audio_emb [1, frame_num, 5, 12, 768]``; the initial noise is drawn in ``y``'s dtype (the release's
+    ``param_dtype``), step noise in the update's dtype (fp32).
+    """
+    device = cond.device
+    audio = audio_emb.to(device)
+
+    def dit_fn(latent: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return models.dit(latent, t, cond.context, cond.clip_fea, cond.y, audio, seq_len=cond.seq_len)
+
+    timesteps = shifted_timesteps(cfg.sampling_steps, cfg.shift, cfg.num_timesteps).to(device)
+    latent_init = noise.initial(cond.latent_shape, cond.y.dtype, device)
+    latent = denoise(
+        dit_fn, latent_init, motion_latent, timesteps, noise, num_timesteps=cfg.num_timesteps, on_step=on_step
+    )
+    decoded = models.vae.decode(latent)
+    video = decoded
+    if cfg.color_correction_strength > 0.0:
+        video = match_and_blend_colors(decoded, cond.cond_image, cfg.color_correction_strength)
+    motion_next = models.vae.encode(video[:, :, -cfg.motion_frames :])
+    return ChunkOutput(latent=latent, video_decoded=decoded, video=video, motion_latent_next=motion_next)
+
+
+def stream_step(
+    models: FlashTalkModels, state: SessionState, audio_emb: torch.Tensor, cfg: FlashTalkConfig
+) -> tuple[SessionState, torch.Tensor]:
+    """One chunk from ``state``: ``(next state, emitted video [1,3,frame_num-motion_frames,H,W] in [-1,1])``.
+
+    Noise continues from ``state.rng_state``; ``state`` itself is left unchanged (keep it to replay).
+    """
+    generator = state.generator()
+    out = generate_chunk(models, state.conditioning, state.motion_latent, audio_emb, SeededNoise(generator), cfg)
+    emitted = out.video[:, :, cfg.motion_frames :]
+    return state.advanced(out.motion_latent_next, generator, emitted.shape[2]), emitted
+
+
+# -- audio queue -------------------------------------------------------------------------------------------
+class _PcmQueue:
+    """FIFO of float32 samples pushed but not yet consumed. Storage is reused (compacted in place); it grows
+    only when more audio is queued than ever before (a caller pushing far ahead of consumption)."""
+
+    def __init__(self, initial_capacity: int) -> None:
+        self._buf = np.zeros(max(1, initial_capacity), dtype=np.float32)
+        self._start = 0
+        self._end = 0
+
+    def __len__(self) -> int:
+        return self._end - self._start
+
+    def clear(self) -> None:
+        self._start = self._end = 0
+
+    def push(self, samples: np.ndarray) -> None:
+        n = samples.shape[0]
+        if self._end + n > self._buf.shape[0]:
+            size = len(self)
+            if size + n > self._buf.shape[0]:
+                grown = np.zeros(max(2 * self._buf.shape[0], size + n), dtype=np.float32)
+                grown[:size] = self._buf[self._start : self._end]
+                self._buf = grown
+            else:
+                self._buf[:size] = self._buf[self._start : self._end]
+            self._start, self._end = 0, size
+        self._buf[self._end : self._end + n] = samples
+        self._end += n
+
+    def pop(self, n: int) -> np.ndarray:
+        """The next ``n`` samples (a new array), zero-padded when fewer are queued."""
+        out = np.zeros(n, dtype=np.float32)
+        take = min(n, len(self))
+        out[:take] = self._buf[self._start : self._start + take]
+        self._start += take
+        if self._start == self._end:
+            self._start = self._end = 0
+        return out
+
+    def copy(self) -> np.ndarray:
+        return self._buf[self._start : self._end].copy()
+
+
+# -- engine and session ------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class SessionSnapshot:
+    """What :meth:`FlashTalkSession.restore` needs to continue a session exactly from a point."""
+
+    state: SessionState
+    window: np.ndarray  # the audio window in time order (float64)
+    window_pushed: int
+    pending: np.ndarray  # queued samples not yet consumed
+    seq: int
+
+
+class FlashTalkSession:
+    """One avatar speaking along one audio timeline (``engine.interface.AvatarSession``).
+
+    ``next_chunk`` consumes ``spec.samples_per_chunk`` queued samples (zero-padded when fewer), runs one
+    :func:`stream_step` and returns its frames as uint8 with exactly that audio. Frame ``k`` of the session
+    plays at sample ``k * samples_per_frame``.
+    """
+
+    def __init__(self, engine: FlashTalkEngine, session_id: str, state: SessionState) -> None:
+        self.engine = engine
+        self.session_id = session_id
+        self.spec = engine.spec
+        from engine.audio_encoder import StreamingAudioWindow
+
+        cfg = engine.cfg
+        self._state = state
+        self._seq = 0
+        self._window = StreamingAudioWindow(cfg.sample_rate, cfg.fps, cfg.audio_buffer_s)
+        self._pending = _PcmQueue(4 * cfg.samples_per_chunk)
+
+    @property
+    def state(self) -> SessionState:
+        return self._state
+
+    @property
+    def buffered_samples(self) -> int:
+        return len(self._pending)
+
+    def push_audio(self, pcm: np.ndarray) -> None:
+        """Queue mono float samples in [-1, 1] at ``spec.sample_rate`` (shape ``(n,)``)."""
+        data = np.asarray(pcm)
+        if data.ndim == 2 and 1 in data.shape:
+            data = data.reshape(-1)
+        if data.ndim != 1:
+            raise ValueError(f"push_audio expects mono samples of shape (n,), got {data.shape}")
+        if not np.issubdtype(data.dtype, np.floating):
+            raise TypeError(f"push_audio expects float samples in [-1, 1], got {data.dtype}")
+        data = data.astype(np.float32, copy=False)
+        if not np.all(np.isfinite(data)):
+            raise ValueError("push_audio got NaN or infinite samples")
+        self._pending.push(data)
+
+    def chunks_ready(self) -> int:
+        return len(self._pending) // self.spec.samples_per_chunk
+
+    def next_chunk(self) -> FrameChunk:
+        audio = self._pending.pop(self.spec.samples_per_chunk)
+        self._window.push(audio)
+        frames, self._state = self.engine.render(self._state, self._window)
+        first = self._state.frame_index - frames.shape[0]
+        chunk = FrameChunk(
+            session_id=self.session_id,
+            seq=self._seq,
+            first_frame=first,
+            frames=frames,
+            audio=audio,
+            audio_t0=first * self.spec.samples_per_frame,
+        )
+        self._seq += 1
+        return chunk
+
+    def reset(self) -> None:
+        """Drop queued audio, silence the window, back to the reference pose and seed; frames continue."""
+        self._pending.clear()
+        self._window.reset()
+        self._state = self._state.reset()
+
+    def re_anchor(self) -> None:
+        """Motion context back to the reference latent only (audio and noise continue)."""
+        self._state = self._state.re_anchor()
+
+    def snapshot(self) -> SessionSnapshot:
+        return SessionSnapshot(
+            state=self._state.snapshot(),
+            window=self._window.window(),
+            window_pushed=self._window.samples_pushed,
+            pending=self._pending.copy(),
+            seq=self._seq,
+        )
+
+    def restore(self, snapshot: SessionSnapshot) -> None:
+        self._state = snapshot.state.snapshot()
+        self._window.reset()
+        self._window.push(snapshot.window)
+        self._window.samples_pushed = snapshot.window_pushed
+        self._pending.clear()
+        self._pending.push(snapshot.pending)
+        self._seq = snapshot.seq
+
+
+@dataclass
+class FlashTalkEngine:
+    """The loaded FlashTalk models (``engine.interface.AvatarEngine``). Build with :meth:`from_components`
+    (tests, custom loading) or :meth:`from_folder` (the released weights layout)."""
+
+    models: FlashTalkModels
+    audio_encoder: AudioEmbedder
+    conditioning: ConditioningProvider
+    cfg: FlashTalkConfig
+    device: torch.device
+    dtype: torch.dtype  # the release's param_dtype: reference pixels, y, context, CLIP tokens, initial noise
+    name: str = "flashtalk"
+    spec: ChunkSpec = field(init=False)
+
+    def __post_init__(self) -> None:
+        cfg = self.cfg
+        self.spec = ChunkSpec(
+            fps=Fraction(cfg.fps),
+            sample_rate=cfg.sample_rate,
+            frames_per_chunk=cfg.frames_per_chunk,
+            height=cfg.height,
+            width=cfg.width,
+        )
+
+    @classmethod
+    def from_components(
+        cls,
+        dit: torch.nn.Module,
+        vae: VideoVAE,
+        audio_encoder: AudioEmbedder,
+        conditioning: ConditioningProvider,
+        cfg: FlashTalkConfig | None = None,
+    ) -> FlashTalkEngine:
+        """Wrap loaded models; device and compute dtype are the DiT's."""
+        param = next(dit.parameters())
+        return cls(
+            models=FlashTalkModels(dit=dit, vae=vae),
+            audio_encoder=audio_encoder,
+            conditioning=conditioning,
+            cfg=cfg or FlashTalkConfig(),
+            device=param.device,
+            dtype=param.dtype,
+        )
+
+    @classmethod
+    def from_folder(
+        cls,
+        weights_dir: Path | str,
+        cfg: FlashTalkConfig | None = None,
+        *,
+        wav2vec_dir: Path | str | None = None,
+        cache_dir: Path | None = None,
+    ) -> FlashTalkEngine:
+        """Load the released ``SoulX-FlashTalk-14B`` folder (spec §2.9) on ``cfg.device`` in ``cfg.dtype``.
+
+        wav2vec2 comes from ``wav2vec_dir``, else ``chinese-wav2vec2-base`` inside or beside the folder.
+        """
+        from engine.audio_encoder import AudioEncoder
+        from engine.conditioning import Conditioner
+        from engine.loading.dit import load_dit
+        from engine.loading.vae import load_vae
+
+        cfg = cfg or FlashTalkConfig()
+        weights = Path(weights_dir)
+        device, why = resolve_device(cfg.device)
+        log.info("FlashTalk device %s (%s)", device, why)
+        dtypes: DtypePolicy = resolve_dtypes(device, cfg.dtype)
+        w2v = Path(wav2vec_dir) if wav2vec_dir else _find_wav2vec(weights)
+        audio_encoder = AudioEncoder.from_folder(
+            w2v, dtype=dtypes.audio, device=device, sample_rate=cfg.sample_rate, fps=cfg.fps
+        )
+        vae = load_vae(weights / VAE_CHECKPOINT, dtype=dtypes.vae, device=device)
+        dit = load_dit(weights, dtype=dtypes.dit, device=device)
+        conditioning = Conditioner(weights, cache_dir=cache_dir, device=device, out_dtype=dtypes.conditioning)
+        return cls(
+            models=FlashTalkModels(dit=dit, vae=vae),
+            audio_encoder=audio_encoder,
+            conditioning=conditioning,
+            cfg=cfg,
+            device=device,
+            dtype=dtypes.dit,
+        )
+
+    # -- sessions --------------------------------------------------------------------------------------
+    def conditioning_for(self, image_u8: np.ndarray, prompt: str) -> StreamConditioning:
+        """The session-fixed tensors for a reference image (any size; fitted here) and a prompt."""
+        cfg = self.cfg
+        image = fit_reference(image_u8, (cfg.height, cfg.width))
+        with torch.inference_mode():
+            cond_image = reference_pixels(image, dtype=self.dtype, device=self.device)
+            prepared = prepare_reference(cond_image, self.models.vae, cfg.frame_num, temporal_stride=cfg.vae_stride[0])
+            context = self.conditioning.text_context(prompt or DEFAULT_PROMPT).to(device=self.device, dtype=self.dtype)
+            clip_fea = self.conditioning.image_tokens(image).to(device=self.device, dtype=self.dtype)
+        if context.dim() == 3 and context.shape[0] == 1:
+            context = context[0]
+        if context.dim() != 2 or tuple(clip_fea.shape[-2:]) != (257, 1280):
+            raise ValueError(
+                f"conditioning must give context [L, 4096] and CLIP tokens [1, 257, 1280], got "
+                f"{list(context.shape)} and {list(clip_fea.shape)}"
+            )
+        return StreamConditioning(
+            cond_image=prepared.cond_image,
+            y=prepared.y,
+            context=context[None],
+            clip_fea=clip_fea.reshape(1, 257, 1280),
+            reference_latent=prepared.motion_latent,
+            seq_len=cfg.seq_len(),
+        )
+
+    def start_session(self, request: SessionRequest) -> FlashTalkSession:
+        """A session for ``request.avatar`` (the built-in avatar when None); a negative seed means 9999."""
+        avatar = request.avatar if request.avatar is not None else _default_avatar(self.cfg)
+        seed = int(request.seed) if int(request.seed) >= 0 else self.cfg.seed
+        state = SessionState.initial(self.conditioning_for(avatar, request.prompt), seed)
+        log.info("flashtalk session %s: seed %d, %d tokens per chunk", request.session_id, seed, state.conditioning.seq_len)
+        return FlashTalkSession(self, request.session_id, state)
+
+    def render(self, state: SessionState, window: StreamingAudioWindow) -> tuple[np.ndarray, SessionState]:
+        """Embed ``window`` and run one :func:`stream_step`: host uint8 frames ``(n, H, W, 3)`` and the next state."""
+        with torch.inference_mode():
+            audio_emb, _ = self.audio_encoder.embed_window(window, self.cfg.frame_num)
+            state, video = stream_step(self.models, state, audio_emb, self.cfg)
+            frames = to_uint8_frames(video).cpu().numpy()
+        return frames, state
+
+
+def _find_wav2vec(weights: Path) -> Path:
+    for base in (weights, weights.parent):
+        if (base / WAV2VEC_DIR).is_dir():
+            return base / WAV2VEC_DIR
+    raise FlashTalkConfigError(
+        f"no {WAV2VEC_DIR}/ inside or beside {weights}: download TencentGameMate/chinese-wav2vec2-base there "
+        "or pass wav2vec_dir"
+    )
+
+
+def _default_avatar(cfg: FlashTalkConfig) -> np.ndarray:
+    from engine.lite.default_avatar import draw_default_avatar
+
+    return draw_default_avatar(max(cfg.height, cfg.width, 64))
+
+
+def build_engine(engine_config: Any) -> FlashTalkEngine:
+    """The daemon's entry point: ``soulx_live.config.EngineConfig`` (``kind: flashtalk``) -> engine."""
+    ft = engine_config.flashtalk
+    if ft.world_size != 1:
+        raise FlashTalkConfigError(
+            f"engine.flashtalk.world_size={ft.world_size}: sequence parallelism is not in this build; set it to 1"
+        )
+    if ft.cpu_offload:
+        raise FlashTalkConfigError("engine.flashtalk.cpu_offload is not supported in this build; set it to false")
+    if ft.compile:
+        log.warning("engine.flashtalk.compile is not wired yet; running eagerly")
+    if engine_config.weights_dir is None:
+        raise FlashTalkConfigError("engine.weights_dir is not set (--set engine.weights_dir=models/SoulX-FlashTalk-14B)")
+    cfg = FlashTalkConfig(
+        height=ft.height,
+        width=ft.width,
+        frame_num=ft.frame_num,
+        motion_frames=ft.motion_frames,
+        sampling_steps=ft.steps,
+        shift=ft.shift,
+        color_correction_strength=ft.color_correction,
+        fps=ft.fps,
+        audio_buffer_s=ft.audio_buffer_s,
+        device=engine_config.device,
+        dtype=ft.dtype,
+    )
+    return FlashTalkEngine.from_folder(engine_config.weights_dir, cfg)
