@@ -37,6 +37,7 @@ from engine.loading.encoders import (
 )
 from engine.models.clip import CLIPVisionConfig, clip_preprocess
 from engine.models.t5 import T5Config
+from engine.prepare import reference_pixels
 
 log = logging.getLogger(__name__)
 
@@ -170,13 +171,6 @@ def release_memory(device: torch.device) -> None:
         torch.cuda.empty_cache()
 
 
-def reference_to_tensor(image_u8: np.ndarray, *, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-    """(H, W, 3) uint8 -> (1, 3, 1, H, W) in [-1, 1]; cast to ``dtype`` before /255 as released (spec §6.2)."""
-    x = torch.from_numpy(_as_uint8_image(image_u8)).permute(2, 0, 1)[None, :, None]
-    x = x.to(device=device, dtype=dtype)
-    return (x / 255 - 0.5) * 2
-
-
 class Conditioner:
     """Text context and CLIP tokens for a weights folder in the released layout, via the cache.
 
@@ -244,7 +238,7 @@ class Conditioner:
         model = load_clip_visual(self.clip_path, dtype=self.clip_dtype, device=self.device, config=self.clip_config)
         try:
             # The release preprocesses in the pipeline dtype (bf16) and casts to the CLIP dtype inside.
-            video = reference_to_tensor(image_u8, device=self.device, dtype=self.out_dtype)
+            video = reference_pixels(image_u8, device=self.device, dtype=self.out_dtype)
             with torch.inference_mode():
                 return model(clip_preprocess(video, self.clip_config))
         finally:

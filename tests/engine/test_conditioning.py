@@ -11,7 +11,8 @@ import pytest
 import torch
 
 import engine.conditioning as conditioning
-from engine.conditioning import Conditioner, ConditioningCache, file_identity, reference_to_tensor
+from engine.conditioning import Conditioner, ConditioningCache, file_identity
+from engine.prepare import reference_pixels
 from engine.loading.encoders import T5_CHECKPOINT, T5_TOKENIZER_DIR, load_umt5_tokenizer, tokenize_prompts
 from engine.models.clip import CLIPVisionConfig, clip_preprocess
 from engine.models.t5 import T5Config
@@ -198,7 +199,7 @@ def test_conditioner_outputs_equal_direct_encoder_calls(weights, tmp_path):
     torch.testing.assert_close(ctx, want.to(torch.bfloat16))
 
     img = _image(4)
-    video = reference_to_tensor(img, device=torch.device("cpu"), dtype=torch.bfloat16)
+    video = reference_pixels(img, device=torch.device("cpu"), dtype=torch.bfloat16)
     with torch.no_grad():
         want = clip(clip_preprocess(video, clip.cfg))
     torch.testing.assert_close(cond.image_tokens(img), want.to(torch.bfloat16))
@@ -215,9 +216,9 @@ def test_new_weights_invalidate_entries(weights, tmp_path, monkeypatch):
     assert counts["t5"] == 2
 
 
-def test_reference_to_tensor_casts_before_scaling():
+def test_reference_pixels_casts_before_scaling():
     img = np.full((2, 2, 3), 77, dtype=np.uint8)
-    x = reference_to_tensor(img, device=torch.device("cpu"), dtype=torch.bfloat16)
+    x = reference_pixels(img, device=torch.device("cpu"), dtype=torch.bfloat16)
     assert x.shape == (1, 3, 1, 2, 2) and x.dtype == torch.bfloat16
     want = (torch.tensor(77, dtype=torch.bfloat16) / 255 - 0.5) * 2
     assert torch.equal(x.flatten()[0], want)
