@@ -37,6 +37,7 @@ from engine.loading.encoders import (
 )
 from engine.models.clip import CLIPVisionConfig, clip_preprocess
 from engine.models.t5 import T5Config
+from engine.loading.vae import VAE_CHECKPOINT
 from engine.prepare import reference_pixels
 
 log = logging.getLogger(__name__)
@@ -78,17 +79,20 @@ def _as_uint8_image(image_u8: np.ndarray | torch.Tensor) -> np.ndarray:
 
 
 class ConditioningCache:
-    """Disk cache of text embeddings (per prompt) and CLIP tokens (per avatar image).
+    """Disk cache of text embeddings (per prompt), CLIP tokens and reference latents (per avatar image).
 
     ``text_model_id`` / ``image_model_id`` identify the encoder weights (see ``file_identity``);
     they are part of every key, so new weights never reuse stale entries. Returned tensors are on
     the CPU in the dtype ``compute`` produced.
     """
 
-    def __init__(self, cache_dir: Path, *, text_model_id: str = "", image_model_id: str = "") -> None:
+    def __init__(
+        self, cache_dir: Path, *, text_model_id: str = "", image_model_id: str = "", vae_model_id: str = ""
+    ) -> None:
         self.cache_dir = Path(cache_dir)
         self.text_model_id = text_model_id
         self.image_model_id = image_model_id
+        self.vae_model_id = vae_model_id
 
     def text_key(self, prompt: str) -> str:
         return _hash_fields(b"text", str(FORMAT_VERSION).encode(), self.text_model_id.encode(), prompt.encode())
@@ -101,9 +105,17 @@ class ConditioningCache:
             b"image", str(FORMAT_VERSION).encode(), self.image_model_id.encode(), shape, target, image.tobytes()
         )
 
+    def reference_key(self, image_u8: np.ndarray | torch.Tensor, params: str) -> str:
+        image = _as_uint8_image(image_u8)
+        shape = "x".join(map(str, image.shape)).encode()
+        return _hash_fields(
+            b"reference", str(FORMAT_VERSION).encode(), self.vae_model_id.encode(), params.encode(), shape,
+            image.tobytes(),
+        )
+
     def get_text(self, prompt: str, compute: Callable[[], torch.Tensor]) -> torch.Tensor:
         """The embedding of ``prompt``; ``compute()`` runs only on a miss."""
-        return self._get("text", self.text_key(prompt), compute)
+        return self._get("text", self.text_key(prompt), lambda: {"value": compute()})["value"]
 
     def get_image(
         self,
@@ -113,22 +125,33 @@ class ConditioningCache:
         target_hw: tuple[int, int] | None = None,
     ) -> torch.Tensor:
         """The CLIP tokens of ``image_u8`` (H, W, 3) at ``target_hw``; ``compute()`` runs only on a miss."""
-        return self._get("image", self.image_key(image_u8, target_hw), compute)
+        return self._get("image", self.image_key(image_u8, target_hw), lambda: {"value": compute()})["value"]
+
+    def get_reference(
+        self, image_u8: np.ndarray | torch.Tensor, params: str, compute: Callable[[], dict[str, torch.Tensor]]
+    ) -> dict[str, torch.Tensor]:
+        """The VAE latents of a reference image (e.g. ``y`` and the first motion latent).
+
+        ``params`` names everything besides the image and the VAE weights that shapes them (frame
+        count, dtype); ``compute()`` runs only on a miss."""
+        return self._get("reference", self.reference_key(image_u8, params), compute)
 
     def path_for(self, kind: str, key: str) -> Path:
         return self.cache_dir / f"{kind}-{key}.safetensors"
 
-    def _get(self, kind: str, key: str, compute: Callable[[], torch.Tensor]) -> torch.Tensor:
+    def _get(
+        self, kind: str, key: str, compute: Callable[[], dict[str, torch.Tensor]]
+    ) -> dict[str, torch.Tensor]:
         path = self.path_for(kind, key)
         if path.is_file():
             cached = self._read(path, key)
             if cached is not None:
                 return cached
-        value = compute().detach().to("cpu").contiguous()
-        self._write(path, key, value)
-        return value
+        values = {name: t.detach().to("cpu").contiguous() for name, t in compute().items()}
+        self._write(path, key, values)
+        return values
 
-    def _read(self, path: Path, key: str) -> torch.Tensor | None:
+    def _read(self, path: Path, key: str) -> dict[str, torch.Tensor] | None:
         from safetensors import SafetensorError, safe_open
 
         try:
@@ -136,16 +159,16 @@ class ConditioningCache:
                 meta = f.metadata() or {}
                 if meta.get("key") != key or meta.get("format_version") != str(FORMAT_VERSION):
                     raise ValueError("entry does not match its key or format version")
-                return f.get_tensor("value")
+                return {name: f.get_tensor(name) for name in f.keys()}
         except (SafetensorError, OSError, ValueError, KeyError, RuntimeError) as exc:
             log.warning("conditioning cache entry %s is unreadable (%s); recomputing it", path, exc)
             return None
 
-    def _write(self, path: Path, key: str, value: torch.Tensor) -> None:
+    def _write(self, path: Path, key: str, values: dict[str, torch.Tensor]) -> None:
         from safetensors.torch import save
 
         self.cache_dir.mkdir(parents=True, exist_ok=True)
-        payload = save({"value": value}, metadata={"key": key, "format_version": str(FORMAT_VERSION)})
+        payload = save(values, metadata={"key": key, "format_version": str(FORMAT_VERSION)})
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=self.cache_dir)
         try:
             with os.fdopen(fd, "wb") as f:
@@ -206,6 +229,7 @@ class Conditioner:
             cache_dir or default_cache_dir(),
             text_model_id=self._identity(self.t5_path, self.tokenizer_dir / "tokenizer.json"),
             image_model_id=self._identity(self.clip_path),
+            vae_model_id=self._identity(self.weights_dir / VAE_CHECKPOINT),
         )
 
     @staticmethod
@@ -222,6 +246,13 @@ class Conditioner:
         image = _as_uint8_image(image_u8)
         value = self.cache.get_image(image, lambda: self._encode_image(image), target_hw=image.shape[:2])
         return value.to(device=self.device, dtype=self.out_dtype)
+
+    def reference_latents(
+        self, image_u8: np.ndarray, params: str, compute: Callable[[], dict[str, torch.Tensor]]
+    ) -> dict[str, torch.Tensor]:
+        """VAE latents of the fitted reference image, computed once per image/VAE/``params``."""
+        values = self.cache.get_reference(_as_uint8_image(image_u8), params, compute)
+        return {name: t.to(device=self.device) for name, t in values.items()}
 
     def _encode_text(self, prompt: str) -> torch.Tensor:
         tokenizer = load_umt5_tokenizer(self.tokenizer_dir)  # before the 11 GB load: fail fast

@@ -37,6 +37,7 @@ from engine.config import (
     resolve_dtypes,
 )
 from engine.interface import ChunkSpec, FrameChunk, SessionRequest
+from engine.loading.vae import VAE_CHECKPOINT
 from engine.postprocess import match_and_blend_colors, to_uint8_frames
 from engine.prepare import VideoVAE, fit_reference, prepare_reference, reference_pixels
 from engine.sampler import (
@@ -67,7 +68,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 WAV2VEC_DIR = "chinese-wav2vec2-base"
-VAE_CHECKPOINT = "Wan2.1_VAE.pth"
 
 
 # -- components --------------------------------------------------------------------------------------------
@@ -78,11 +78,16 @@ class AudioEmbedder(Protocol):
 
 
 class ConditioningProvider(Protocol):
-    """``engine.conditioning.Conditioner``: T5 context ``[L, 4096]`` and CLIP tokens ``[1, 257, 1280]``."""
+    """``engine.conditioning.Conditioner``: T5 context ``[L, 4096]``, CLIP tokens ``[1, 257, 1280]`` and the
+    reference's VAE latents, each computed once per prompt / avatar and cached."""
 
     def text_context(self, prompt: str) -> torch.Tensor: ...
 
     def image_tokens(self, image_u8: np.ndarray) -> torch.Tensor: ...
+
+    def reference_latents(
+        self, image_u8: np.ndarray, params: str, compute: Callable[[], dict[str, torch.Tensor]]
+    ) -> dict[str, torch.Tensor]: ...
 
 
 DiT = Callable[..., torch.Tensor]  # model(x, t, context, clip_fea, y, audio, seq_len=...) -> [B,16,F,H,W] fp32
@@ -390,7 +395,15 @@ class FlashTalkEngine:
         image = fit_reference(image_u8, (cfg.height, cfg.width))
         with torch.inference_mode():
             cond_image = reference_pixels(image, dtype=self.dtype, device=self.device)
-            prepared = prepare_reference(cond_image, self.models.vae, cfg.frame_num, temporal_stride=cfg.vae_stride[0])
+
+            def encode_reference() -> dict[str, torch.Tensor]:
+                prepared = prepare_reference(cond_image, self.models.vae, cfg.frame_num, temporal_stride=cfg.vae_stride[0])
+                return {"y": prepared.y, "motion_latent": prepared.motion_latent}
+
+            # y costs a VAE encode of frame_num frames: cached on disk per avatar like the CLIP tokens.
+            latents = self.conditioning.reference_latents(
+                image, f"frames={cfg.frame_num};stride={cfg.vae_stride[0]};dtype={self.dtype}", encode_reference
+            )
             context = self.conditioning.text_context(prompt or DEFAULT_PROMPT).to(device=self.device, dtype=self.dtype)
             clip_fea = self.conditioning.image_tokens(image).to(device=self.device, dtype=self.dtype)
         if context.dim() == 3 and context.shape[0] == 1:
@@ -401,11 +414,11 @@ class FlashTalkEngine:
                 f"{list(context.shape)} and {list(clip_fea.shape)}"
             )
         return StreamConditioning(
-            cond_image=prepared.cond_image,
-            y=prepared.y,
+            cond_image=cond_image,
+            y=latents["y"].to(device=self.device),
             context=context[None],
             clip_fea=clip_fea.reshape(1, 257, 1280),
-            reference_latent=prepared.motion_latent,
+            reference_latent=latents["motion_latent"].to(device=self.device),
             seq_len=cfg.seq_len(),
         )
 

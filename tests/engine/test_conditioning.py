@@ -222,3 +222,22 @@ def test_reference_pixels_casts_before_scaling():
     assert x.shape == (1, 3, 1, 2, 2) and x.dtype == torch.bfloat16
     want = (torch.tensor(77, dtype=torch.bfloat16) / 255 - 0.5) * 2
     assert torch.equal(x.flatten()[0], want)
+
+
+def test_reference_latents_cached_per_image_and_params(tmp_path):
+    cache = ConditioningCache(tmp_path / "cache", vae_model_id="vae-a")
+    calls = []
+
+    def compute():
+        calls.append(1)
+        return {"y": torch.arange(6.0).reshape(1, 2, 3), "motion_latent": torch.ones(1, 16, 1, 2, 2)}
+
+    img = _image(5)
+    first = cache.get_reference(img, "frames=33", compute)
+    again = cache.get_reference(img, "frames=33", compute)
+    assert len(calls) == 1
+    assert set(again) == {"y", "motion_latent"} and all(torch.equal(first[k], again[k]) for k in first)
+    cache.get_reference(img, "frames=17", compute)  # other params: a miss
+    cache.get_reference(_image(6), "frames=33", compute)  # other image: a miss
+    ConditioningCache(tmp_path / "cache", vae_model_id="vae-b").get_reference(img, "frames=33", compute)  # other VAE
+    assert len(calls) == 4

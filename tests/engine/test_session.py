@@ -65,6 +65,9 @@ class StubConditioning:
         self.images.append(image_u8)
         return self.clip
 
+    def reference_latents(self, image_u8: np.ndarray, params: str, compute):  # no disk cache in this stub
+        return compute()
+
 
 @pytest.fixture(scope="module")
 def engine() -> FlashTalkEngine:
