@@ -69,6 +69,8 @@ class LiteConfig(_Section):
     height: int = Field(512, gt=0)
     fps: int = Field(25, gt=0)
     frames_per_chunk: int = Field(5, gt=0)
+    blinks: bool = True
+    idle_motion: bool = True
 
 
 class FlashTalkConfig(_Section):

@@ -110,6 +110,8 @@ def build_engine(config: SoulxConfig) -> AvatarEngine:
                 fps=lite.fps,
                 frames_per_chunk=lite.frames_per_chunk,
                 sample_rate=config.audio.sample_rate,
+                blinks=lite.blinks,
+                idle_motion=lite.idle_motion,
             )
         )
     if kind == "flashtalk":
