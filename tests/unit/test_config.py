@@ -32,7 +32,8 @@ def test_defaults_match_packaged_yaml_and_documented_daemon_yaml() -> None:
 def test_flashtalk_config_file_loads() -> None:
     cfg = load_config(REPO / "configs" / "engine-flashtalk-14b.yaml", env={})
     assert cfg.engine.kind == "flashtalk"
-    assert cfg.engine.flashtalk.frame_num == 33 and cfg.engine.flashtalk.compile is True
+    assert cfg.engine.flashtalk.frame_num == 33 and cfg.engine.flashtalk.dtype == "bf16"
+    assert cfg.engine.device == "cuda"
 
 
 def test_precedence_default_file_env_flag(tmp_path: Path) -> None:
