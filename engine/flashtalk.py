@@ -36,7 +36,7 @@ from engine.config import (
     resolve_device,
     resolve_dtypes,
 )
-from engine.interface import ChunkSpec, FrameChunk, SessionRequest
+from engine.interface import ChunkSpec, FrameChunk, SessionRequest, mono_pcm
 from engine.loading.vae import VAE_CHECKPOINT
 from engine.postprocess import match_and_blend_colors, to_uint8_frames
 from engine.prepare import VideoVAE, fit_reference, prepare_reference, reference_pixels
@@ -245,17 +245,7 @@ class FlashTalkSession:
 
     def push_audio(self, pcm: np.ndarray) -> None:
         """Queue mono float samples in [-1, 1] at ``spec.sample_rate`` (shape ``(n,)``)."""
-        data = np.asarray(pcm)
-        if data.ndim == 2 and 1 in data.shape:
-            data = data.reshape(-1)
-        if data.ndim != 1:
-            raise ValueError(f"push_audio expects mono samples of shape (n,), got {data.shape}")
-        if not np.issubdtype(data.dtype, np.floating):
-            raise TypeError(f"push_audio expects float samples in [-1, 1], got {data.dtype}")
-        data = data.astype(np.float32, copy=False)
-        if not np.all(np.isfinite(data)):
-            raise ValueError("push_audio got NaN or infinite samples")
-        self._pending.push(data)
+        self._pending.push(mono_pcm(pcm))
 
     def chunks_ready(self) -> int:
         return len(self._pending) // self.spec.samples_per_chunk

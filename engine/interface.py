@@ -17,6 +17,24 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 
 
+def mono_pcm(pcm: np.ndarray) -> np.ndarray:
+    """Validate pushed audio: float samples of shape ``(n,)`` (or ``(n, 1)``) -> float32 ``(n,)``.
+
+    Raises ValueError/TypeError naming the problem, so a caller can drop one bad packet and go on.
+    """
+    data = np.asarray(pcm)
+    if data.ndim == 2 and 1 in data.shape:
+        data = data.reshape(-1)
+    if data.ndim != 1:
+        raise ValueError(f"push_audio expects mono samples of shape (n,), got {data.shape}")
+    if not np.issubdtype(data.dtype, np.floating):
+        raise TypeError(f"push_audio expects float samples in [-1, 1], got {data.dtype}")
+    data = data.astype(np.float32, copy=False)
+    if not np.all(np.isfinite(data)):
+        raise ValueError("push_audio got NaN or infinite samples")
+    return data
+
+
 @dataclass(frozen=True)
 class ChunkSpec:
     """Geometry and timing of the chunks an engine emits."""

@@ -197,6 +197,7 @@ class _Counters:
     frames: int = 0
     audio_dropped: int = 0
     bus_not_sent: int = 0
+    bad_audio_packets: int = 0
     sinks: dict[str, str] = field(default_factory=dict)
 
 
@@ -416,8 +417,7 @@ class Daemon:
             intake_over = self._intake_done.is_set()  # read before draining the ring: no sample is missed
             pcm = ring.read(ring.available())
             if pcm.shape[0]:
-                session.push_audio(pcm)
-                pushed += pcm.shape[0]
+                pushed += self._push_or_silence(session, pcm)
             # At the end, pad the last partial chunk with silence instead of leaving it unsaid.
             while not self._abort.is_set() and (session.chunks_ready() > 0 or (intake_over and pushed > consumed)):
                 chunk = session.next_chunk()
@@ -432,6 +432,17 @@ class Daemon:
             self.counters.audio_dropped = ring.dropped
             if intake_over:
                 break
+
+    def _push_or_silence(self, session: AvatarSession, pcm: np.ndarray) -> int:
+        """Push ``pcm``; a bad packet (NaN, wrong shape) becomes silence of the same length so the
+        session and the timeline go on instead of ending."""
+        try:
+            session.push_audio(pcm)
+        except (ValueError, TypeError) as exc:
+            self.counters.bad_audio_packets += 1
+            log.warning("dropped a bad audio packet of %d samples (%s); playing silence instead", pcm.shape[0], exc)
+            session.push_audio(np.zeros(pcm.shape[0], dtype=np.float32))
+        return int(pcm.shape[0])
 
     def _source_is_live(self) -> bool:
         return self._source is None or self._source.realtime

@@ -21,7 +21,7 @@ from fractions import Fraction
 
 import numpy as np
 
-from engine.interface import ChunkSpec, FrameChunk, SessionRequest
+from engine.interface import ChunkSpec, FrameChunk, SessionRequest, mono_pcm
 from engine.lite.animator import blink_amount, idle_pose, speaking_pose
 from engine.lite.audio_features import MouthFeatureConfig, MouthFeatureState, mouth_features
 from engine.lite.default_avatar import default_avatar_layout, draw_default_avatar
@@ -93,15 +93,7 @@ class LiteSession:
         return int(self._pending.shape[0])
 
     def push_audio(self, pcm: np.ndarray) -> None:
-        a = np.asarray(pcm)
-        if a.ndim == 2 and 1 in a.shape:
-            a = a.reshape(-1)
-        if a.ndim != 1:
-            raise ValueError(f"push_audio expects mono samples of shape (n,), got {a.shape}")
-        a = a.astype(np.float32, copy=False)
-        if not np.all(np.isfinite(a)):
-            raise ValueError("push_audio got NaN or infinite samples")
-        self._pending = np.concatenate([self._pending, a])
+        self._pending = np.concatenate([self._pending, mono_pcm(pcm)])
 
     def chunks_ready(self) -> int:
         usable = self._pending.shape[0] - self._features.lookahead_samples
