@@ -1,0 +1,494 @@
+"""Run the engine worker as a supervised child process: handshake, progress watchdog, restarts.
+
+Why a plain subprocess (``python -m soulx_live.worker``, JSON on stdin) and not multiprocessing:
+the worker is a fresh interpreter that inherits no daemon threads, sockets or (later) CUDA state;
+nothing is pickled and the daemon's ``__main__`` is not re-imported; the child gets its own process
+group (``start_new_session``) so a multi-rank launcher and all its ranks die together, and a terminal
+Ctrl-C reaches only the daemon, which then stops the engine in stages. The same command runs by hand.
+
+One thread (``supervisor``) owns the child, the ``ctrl`` PUSH and the ``events`` PULL sockets (both
+bound here, so they outlive worker restarts). It
+
+- spawns the worker and waits for ``Ready`` at most ``init_timeout_s``;
+- watches the exit code, the heartbeat age (``heartbeat_timeout_s``; heartbeats come from the
+  worker's generation loop, so their age measures progress, not mere existence) and ``chunks_done``
+  (must advance within ``heartbeat_timeout_s`` while the worker reports queued audio);
+- on a failure dumps the worker's stacks (SIGUSR1), kills its process group and restarts it after
+  ``restart_backoff_s[i]``, at most ``max_restarts`` times within ``restart_window_s``; beyond that,
+  or for a configuration error (restarting cannot help), the state becomes ``failed``;
+- closes in stages: Shutdown -> wait for ShutdownAck (``shutdown_grace_s``) -> SIGTERM -> SIGKILL.
+
+:class:`EngineClient` is the thread-safe front the daemon uses to talk to the engine: its calls only
+queue messages (bounded: the oldest audio is dropped when the worker is behind or away) and the
+supervisor thread sends them; after every Ready it re-sends the active StartSession first, so the
+session resumes on a restarted worker. State changes go to ``on_state(state, detail)``, called from
+the supervisor thread.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import zmq
+
+from engine.interface import ChunkSpec
+from soulx_live import protocol as p
+from soulx_live.config import SoulxConfig, SupervisorConfig
+from soulx_live.protocol import EngineState
+from soulx_live.worker import EXIT_CONFIG, WorkerOptions
+
+__all__ = ["EngineClient", "Supervisor", "SupervisorError", "SupervisorStats", "WorkerLaunch"]
+
+log = logging.getLogger(__name__)
+
+POLL_S = 0.01
+TERM_WAIT_S = 2.0  # after SIGTERM, before SIGKILL
+EXIT_WAIT_S = 3.0  # after ShutdownAck, for the worker to close its sockets and exit
+CTRL_HWM = 64  # control messages ZeroMQ holds for the worker before sends fail (then EngineClient queues)
+DEFAULT_ARGV = (sys.executable, "-m", "soulx_live.worker")
+
+StateCallback = Callable[[EngineState, str], None]
+
+
+class SupervisorError(RuntimeError):
+    """The engine worker could not be started or kept running; the message says why and what to change."""
+
+
+@dataclass(frozen=True)
+class WorkerLaunch:
+    """How to start a worker: the command, the configuration it gets on stdin and the socket addresses."""
+
+    config: Mapping[str, Any]  # SoulxConfig.model_dump(mode="json")
+    ctrl: str
+    events: str
+    frames: str
+    argv: tuple[str, ...] = DEFAULT_ARGV
+    env: Mapping[str, str] | None = None  # None: inherit
+    subscribers: int = 0  # the worker waits (briefly) for this many bus subscribers before Ready
+    max_backlog_s: float = 2.0
+    hwm_chunks: int = 2
+
+    @classmethod
+    def from_config(cls, config: SoulxConfig, *, subscribers: int = 0, argv: tuple[str, ...] = DEFAULT_ARGV) -> WorkerLaunch:
+        """Addresses from ``config.bus`` (``runtime_dir.endpoint``), the config serialised for the child."""
+        from soulx_live.runtime_dir import endpoint
+
+        return cls(config=config.model_dump(mode="json"), ctrl=endpoint("ctrl", config.bus),
+                   events=endpoint("events", config.bus), frames=endpoint("frames", config.bus), argv=argv,
+                   subscribers=subscribers, hwm_chunks=config.bus.hwm_chunks)
+
+    def options(self, generation: int, cfg: SupervisorConfig) -> WorkerOptions:
+        return WorkerOptions(ctrl=self.ctrl, events=self.events, frames=self.frames, parent_pid=os.getpid(),
+                             generation=generation, heartbeat_interval_s=min(1.0, cfg.heartbeat_timeout_s / 5),
+                             max_backlog_s=self.max_backlog_s, hwm_chunks=self.hwm_chunks, subscribers=self.subscribers,
+                             drain_timeout_s=cfg.shutdown_grace_s)
+
+
+# --- the client -----------------------------------------------------------------------------------
+
+
+@dataclass
+class _Outgoing:
+    parts: list[bytes]
+    samples: int = 0  # > 0: an AudioIn (may be dropped when over budget)
+
+
+class EngineClient:
+    """Thread-safe, never-blocking sender of StartSession / AudioIn / StopSession to the worker.
+
+    At most ``max_pending_s`` of audio waits here (the worker is restarting or behind); beyond it the
+    oldest audio is dropped (``dropped_samples``). Control messages are never dropped.
+    """
+
+    def __init__(self, sample_rate: int, *, max_pending_s: float = 1.0) -> None:
+        self.sample_rate = sample_rate
+        self.max_pending_samples = int(max_pending_s * sample_rate)
+        self.dropped_samples = 0
+        self.sent_messages = 0
+        self._lock = threading.Lock()
+        self._queue: deque[_Outgoing] = deque()
+        self._pending_samples = 0
+        self._start: _Outgoing | None = None  # the active session's StartSession, re-sent after Ready
+        self._session_id: str | None = None
+        self._seq = 0
+        self._t0 = 0
+
+    @property
+    def session_id(self) -> str | None:
+        return self._session_id
+
+    def start_session(self, session_id: str, *, seed: int = 0, prompt: str = "", avatar: bytes | None = None) -> None:
+        """Start (or replace) the session; ``avatar`` is an image file's bytes (None: built-in avatar)."""
+        import hashlib
+
+        sha = hashlib.sha256(avatar).hexdigest() if avatar is not None else None
+        msg = p.StartSession(session_id=session_id, seed=seed, prompt=prompt, avatar_sha256=sha)
+        start = _Outgoing([p.encode(msg)] + ([avatar] if avatar is not None else []))
+        with self._lock:
+            self._start, self._session_id, self._seq, self._t0 = start, session_id, 0, 0
+            self._queue.append(start)
+
+    def push_audio(self, pcm: np.ndarray) -> None:
+        """Queue float32 mono samples for the active session (no-op without one); never blocks."""
+        data = np.ascontiguousarray(np.asarray(pcm, dtype="<f4").reshape(-1))
+        with self._lock:
+            if self._session_id is None:
+                return
+            msg = p.AudioIn(session_id=self._session_id, seq=self._seq, t0=self._t0, n_samples=int(data.shape[0]),
+                            sample_rate=self.sample_rate)
+            self._seq += 1
+            self._t0 += int(data.shape[0])
+            self._queue.append(_Outgoing([p.encode(msg), data.tobytes()], samples=int(data.shape[0])))
+            self._pending_samples += int(data.shape[0])
+            self._drop_over_budget()
+
+    def stop_session(self) -> None:
+        """End the active session: the worker turns its remaining audio into chunks, then EndOfStream."""
+        with self._lock:
+            if self._session_id is None:
+                return
+            self._queue.append(_Outgoing([p.encode(p.StopSession(session_id=self._session_id))]))
+            self._start = self._session_id = None
+
+    # -- used by the supervisor thread -----------------------------------------------------------
+
+    def on_ready(self) -> None:
+        """A (new) worker is ready: put the active session's StartSession in front of everything else."""
+        with self._lock:
+            self._queue = deque(item for item in self._queue if item is not self._start)
+            if self._start is not None:
+                self._queue.appendleft(self._start)
+
+    def flush(self, sock: zmq.Socket) -> int:
+        """Send queued messages in order until ZeroMQ would block; returns how many were sent."""
+        sent = 0
+        while True:
+            with self._lock:
+                if not self._queue:
+                    return sent
+                item = self._queue[0]
+                try:
+                    sock.send_multipart(item.parts, flags=zmq.NOBLOCK, copy=False)
+                except zmq.Again:
+                    return sent
+                self._queue.popleft()
+                self._pending_samples -= item.samples
+            sent += 1
+            self.sent_messages += 1
+
+    def _drop_over_budget(self) -> None:
+        dropped = 0
+        while self._pending_samples > self.max_pending_samples:
+            oldest = next((item for item in self._queue if item.samples), None)
+            if oldest is None:
+                break
+            self._queue.remove(oldest)
+            self._pending_samples -= oldest.samples
+            dropped += oldest.samples
+        if dropped:
+            if self.dropped_samples == 0:
+                log.warning("engine not keeping up (or restarting): dropping the oldest audio")
+            self.dropped_samples += dropped
+
+
+# --- the supervisor -------------------------------------------------------------------------------
+
+
+@dataclass
+class _Child:
+    """One worker process and what the watchdog knows about it."""
+
+    proc: subprocess.Popen[bytes]
+    generation: int
+    spawned: float
+    ready: bool = False
+    last_heartbeat: float = 0.0
+    chunks_done: int = 0
+    progress_at: float = 0.0  # when chunks_done last advanced (or work appeared)
+    queue_depth: int = 0
+    acked: bool = False
+    fatal: p.EngineError | None = None
+
+
+@dataclass
+class SupervisorStats:
+    restarts: int = 0
+    chunks_done: int = 0  # of the current worker
+    errors: deque[p.EngineError] = field(default_factory=lambda: deque(maxlen=50))
+    exit_codes: list[int] = field(default_factory=list)
+
+
+class Supervisor:
+    """Keeps one engine worker running. ``start()`` returns at once; ``wait_ready()`` blocks for Ready.
+
+    Use from one controlling thread: ``start``, ``wait_ready``, ``close``. ``client`` may be used from
+    any thread. ``state`` and ``stats`` are readable at any time.
+    """
+
+    def __init__(self, cfg: SupervisorConfig, launch: WorkerLaunch, *, client: EngineClient | None = None,
+                 on_state: StateCallback | None = None, sample_rate: int = 16000) -> None:
+        self.cfg = cfg
+        self.launch = launch
+        self.client = client or EngineClient(sample_rate)
+        self.state: EngineState = "stopped"
+        self.detail = ""
+        self.spec: ChunkSpec | None = None
+        self.stats = SupervisorStats()
+        self._on_state = on_state
+        self._child: _Child | None = None
+        self._restart_times: deque[float] = deque()
+        self._generation = 0
+        self._closing = threading.Event()
+        self._grace_s = cfg.shutdown_grace_s
+        self._ready_event = threading.Event()  # set on the first Ready or on failure
+        self._thread: threading.Thread | None = None
+
+    # -- public ----------------------------------------------------------------------------------
+
+    @property
+    def pid(self) -> int | None:
+        child = self._child
+        return child.proc.pid if child is not None else None
+
+    def start(self) -> None:
+        if self._thread is not None:
+            raise SupervisorError("Supervisor.start() called twice")
+        self._set_state("starting", "spawning the engine worker")
+        self._thread = threading.Thread(target=self._main, name="supervisor", daemon=True)
+        self._thread.start()
+
+    def wait_ready(self, timeout_s: float | None = None) -> ChunkSpec:
+        """Block until the first worker is Ready; its chunk spec. Raises SupervisorError if it failed."""
+        if not self._ready_event.wait(timeout_s) or self.spec is None:
+            raise SupervisorError(f"the engine worker is not ready ({self.state}: {self.detail})")
+        return self.spec
+
+    def close(self, grace_s: float | None = None) -> None:
+        """Staged stop of the worker (Shutdown -> ShutdownAck -> SIGTERM -> SIGKILL); joins the thread."""
+        if grace_s is not None:
+            self._grace_s = grace_s
+        self._closing.set()
+        if self._thread is not None:
+            self._thread.join(self._grace_s + EXIT_WAIT_S + 2 * TERM_WAIT_S + 5.0)
+
+    # -- the supervisor thread -------------------------------------------------------------------
+
+    def _main(self) -> None:
+        ctx = zmq.Context.instance()
+        events, ctrl = ctx.socket(zmq.PULL), ctx.socket(zmq.PUSH)
+        ctrl.setsockopt(zmq.SNDHWM, CTRL_HWM)
+        for sock in (events, ctrl):
+            sock.setsockopt(zmq.LINGER, 0)
+        try:
+            events.bind(self.launch.events)
+            ctrl.bind(self.launch.ctrl)
+            self._loop(events, ctrl)
+        except Exception as exc:  # the supervisor must never die silently
+            log.exception("supervisor failed")
+            self._set_state("failed", f"supervisor error: {exc}")
+        finally:
+            self._kill_child()
+            self._ready_event.set()
+            events.close()
+            ctrl.close()
+
+    def _loop(self, events: zmq.Socket, ctrl: zmq.Socket) -> None:
+        while not self._closing.is_set() and self.state != "failed":
+            if self._child is None:
+                self._spawn()
+            self._pump(events, POLL_S)
+            child = self._child
+            if child is not None and child.ready:
+                self.client.flush(ctrl)
+            problem = self._problem()
+            if problem is not None:
+                self._restart(problem, events)
+        if self._closing.is_set() and self.state != "failed":
+            self._staged_close(events, ctrl)
+
+    def _spawn(self) -> None:
+        options = self.launch.options(self._generation, self.cfg)
+        doc = json.dumps({"config": dict(self.launch.config), "options": options.to_json()}).encode()
+        env = None if self.launch.env is None else dict(self.launch.env)
+        proc = subprocess.Popen(list(self.launch.argv), stdin=subprocess.PIPE, env=env, start_new_session=True)
+        try:
+            assert proc.stdin is not None
+            proc.stdin.write(doc)
+            proc.stdin.close()
+        except BrokenPipeError:
+            pass  # it died at once; the exit check reports it
+        now = time.monotonic()
+        self._child = _Child(proc, self._generation, now, last_heartbeat=now, progress_at=now)
+        log.info("engine worker generation %d started (pid %d)", self._generation, proc.pid)
+
+    def _pump(self, events: zmq.Socket, timeout_s: float) -> None:
+        if not events.poll(int(timeout_s * 1000), zmq.POLLIN):
+            return
+        while True:
+            try:
+                data = events.recv(flags=zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            try:
+                self._on_event(p.decode(data))
+            except p.ProtocolError as exc:
+                log.error("events socket: skipped a bad message from the worker: %s", exc)
+
+    def _pump_stale(self, events: zmq.Socket) -> None:
+        """Discard what a dead worker left on the events socket (its last heartbeats must not count
+        for the next one)."""
+        while events.poll(0, zmq.POLLIN):
+            events.recv()
+
+    def _on_event(self, msg: p.Message) -> None:
+        child = self._child
+        if child is None:
+            return
+        now = time.monotonic()
+        if isinstance(msg, p.Ready):
+            child.ready, child.last_heartbeat, child.progress_at = True, now, now
+            self.spec = msg.spec.to_spec()
+            log.info("engine worker ready: %s (%s) in %.1f s", msg.engine_id, msg.model, now - child.spawned)
+            self.client.on_ready()
+            self._set_state("running", msg.engine_id)
+            self._ready_event.set()
+        elif isinstance(msg, p.Heartbeat):
+            child.last_heartbeat = now
+            if msg.chunks_done != child.chunks_done or child.queue_depth == 0:
+                child.progress_at = now  # advancing, or idle until now: the stall clock starts afresh
+            child.chunks_done, child.queue_depth = msg.chunks_done, msg.queue_depth
+            self.stats.chunks_done = msg.chunks_done
+        elif isinstance(msg, p.EngineError):
+            self.stats.errors.append(msg)
+            (log.error if msg.fatal else log.warning)("engine error (%s): %s", msg.kind, msg.message)
+            if msg.fatal:
+                child.fatal = msg
+        elif isinstance(msg, p.ShutdownAck):
+            child.acked = True
+
+    def _problem(self) -> str | None:
+        """Why the current worker must be replaced, or None while it is healthy."""
+        child = self._child
+        if child is None:
+            return None
+        now = time.monotonic()
+        code = child.proc.poll()
+        if code is not None:
+            why = f"killed by {signal.Signals(-code).name}" if code < 0 else f"exited with code {code}"
+            return f"engine worker {why}"
+        if not child.ready:
+            if now - child.spawned > self.cfg.init_timeout_s:
+                return (f"engine worker sent no Ready within supervisor.init_timeout_s={self.cfg.init_timeout_s:g} s "
+                        "(raise it if the engine loads slowly)")
+            return None
+        if now - child.last_heartbeat > self.cfg.heartbeat_timeout_s:
+            return f"engine worker sent no heartbeat for {now - child.last_heartbeat:.1f} s (hung)"
+        if child.queue_depth > 0 and now - child.progress_at > self.cfg.heartbeat_timeout_s:
+            return (f"engine worker made no chunk for {now - child.progress_at:.1f} s with "
+                    f"{child.queue_depth} chunks of audio waiting (stalled)")
+        return None
+
+    def _restart(self, reason: str, events: zmq.Socket) -> None:
+        child = self._child
+        assert child is not None
+        self._pump(events, 0)  # its last words (a fatal EngineError) name the cause
+        if child.fatal is not None and child.fatal.message not in reason:
+            reason += f" ({child.fatal.kind}: {child.fatal.message})"
+        log.error("%s", reason)
+        self._kill_child(dump_stacks=child.proc.poll() is None)
+        self._pump_stale(events)
+        if (child.fatal is not None and child.fatal.kind == "config") or child.proc.returncode == EXIT_CONFIG:
+            self._set_state("failed", reason)
+            return
+        now = time.monotonic()
+        while self._restart_times and now - self._restart_times[0] > self.cfg.restart_window_s:
+            self._restart_times.popleft()
+        if len(self._restart_times) >= self.cfg.max_restarts:
+            self._set_state("failed", f"{reason}; restart budget exhausted ({self.cfg.max_restarts} restarts within "
+                                      f"supervisor.restart_window_s={self.cfg.restart_window_s:g} s)")
+            return
+        backoff = self.cfg.restart_backoff_s
+        delay = backoff[min(len(self._restart_times), len(backoff) - 1)] if backoff else 0.0
+        self._restart_times.append(now)
+        self._generation += 1
+        self.stats.restarts += 1
+        self._set_state("restarting", f"{reason}; restart {self.stats.restarts} in {delay:g} s")
+        self._closing.wait(delay)
+
+    def _staged_close(self, events: zmq.Socket, ctrl: zmq.Socket) -> None:
+        child = self._child
+        if child is not None and child.proc.poll() is None and child.ready:
+            self.client.flush(ctrl)
+            try:
+                ctrl.send(p.encode(p.Shutdown(reason="daemon stopping")), flags=zmq.NOBLOCK)
+                deadline = time.monotonic() + self._grace_s
+                while not child.acked and child.proc.poll() is None and time.monotonic() < deadline:
+                    self._pump(events, POLL_S)
+                if not child.acked:
+                    log.warning("engine worker did not acknowledge Shutdown within %.1f s (supervisor.shutdown_grace_s)",
+                                self._grace_s)
+                else:
+                    _wait(child.proc, EXIT_WAIT_S)
+            except zmq.Again:
+                log.warning("engine worker is not reading its control socket; terminating it")
+        self._kill_child()
+        self._set_state("stopped", "closed")
+
+    def _kill_child(self, *, dump_stacks: bool = False) -> None:
+        """Stop the worker's process group: SIGTERM, then SIGKILL after ``TERM_WAIT_S``; with
+        ``dump_stacks`` (a hung worker) SIGUSR1 first so its stacks reach the log, then SIGKILL."""
+        child = self._child
+        if child is None:
+            return
+        proc = child.proc
+        if proc.poll() is None:
+            if dump_stacks:
+                _signal_group(proc, signal.SIGUSR1)
+                time.sleep(0.2)  # faulthandler writes the stacks
+            else:
+                _signal_group(proc, signal.SIGTERM)
+                if not _wait(proc, TERM_WAIT_S):
+                    log.warning("engine worker ignored SIGTERM for %.1f s; killing it", TERM_WAIT_S)
+            if proc.poll() is None:
+                _signal_group(proc, signal.SIGKILL)
+                _wait(proc, TERM_WAIT_S)
+        _signal_group(proc, signal.SIGKILL)  # whatever the worker left in its group (launcher ranks)
+        self.stats.exit_codes.append(proc.returncode if proc.returncode is not None else -9)
+        self._child = None
+
+    def _set_state(self, state: EngineState, detail: str) -> None:
+        self.state, self.detail = state, detail
+        log.info("engine %s: %s", state, detail)
+        if state == "failed":
+            self._ready_event.set()
+        if self._on_state is not None:
+            try:
+                self._on_state(state, detail)
+            except Exception:  # a broken callback must not stop the supervision
+                log.exception("on_state callback failed")
+
+
+def _signal_group(proc: subprocess.Popen[bytes], sig: signal.Signals) -> None:
+    try:
+        os.killpg(proc.pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _wait(proc: subprocess.Popen[bytes], timeout_s: float) -> bool:
+    try:
+        proc.wait(timeout_s)
+        return True
+    except subprocess.TimeoutExpired:
+        return False

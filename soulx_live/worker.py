@@ -1,0 +1,448 @@
+"""The engine worker: one process hosting any engine behind the ctrl / events / frames sockets.
+
+Started by :class:`soulx_live.supervisor.Supervisor` as ``python -m soulx_live.worker`` with one JSON
+document on stdin: ``{"config": <SoulxConfig as JSON>, "options": <WorkerOptions>}`` (stdin, not argv,
+so the configuration never shows in ``ps``). A fresh interpreter, not a fork: the daemon has threads
+and ZeroMQ contexts that must not be forked, and the engine's heavy imports (torch, CUDA) happen here
+only, so the daemon process never imports CUDA.
+
+Sockets: the worker *connects* ``ctrl`` (PULL) and ``events`` (PUSH) to the supervisor, which binds
+them and so keeps them across worker restarts; it *binds* ``frames`` (the
+:class:`~soulx_live.bus.FramePublisher`), to which the sinks stay connected (ZeroMQ reconnects).
+
+One thread, one loop, one dispatcher (:meth:`EngineWorker.run`): read every waiting control message,
+make at most one chunk, publish it, send a :class:`~soulx_live.protocol.Heartbeat`. Heartbeats come
+from this loop itself, after every chunk and every ``heartbeat_interval_s`` while idle, so a heartbeat
+proves the loop is alive and a stuck ``next_chunk`` stops them. Bad control messages are answered with
+a non-fatal :class:`~soulx_live.protocol.EngineError` and the loop goes on; an exception that escapes
+the loop is reported as a fatal EngineError before the process exits (``run_engine_process``).
+
+Exit codes: 0 after Shutdown/SIGTERM, 1 crash, 3 the engine cannot be built as configured (restarting
+will not help), 4 the parent process died. ``SIGUSR1`` dumps every thread's stack to stderr (the
+supervisor does it before killing a hung worker).
+"""
+from __future__ import annotations
+
+import ctypes
+import faulthandler
+import hashlib
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import zmq
+
+from engine.interface import (
+    AvatarEngine,
+    AvatarSession,
+    ChunkSpec,
+    SessionRequest,
+    mono_pcm,
+)
+from soulx_live import protocol as p
+from soulx_live.bus import FramePublisher
+from soulx_live.config import SoulxConfig
+
+__all__ = [
+    "EXIT_CONFIG",
+    "EXIT_CRASH",
+    "EXIT_OK",
+    "EXIT_PARENT_GONE",
+    "EngineWorker",
+    "WorkerOptions",
+    "main",
+    "run_engine_process",
+]
+
+log = logging.getLogger(__name__)
+
+EXIT_OK = 0
+EXIT_CRASH = 1
+EXIT_CONFIG = 3
+EXIT_PARENT_GONE = 4
+
+IDLE_POLL_S = 0.02  # longest the loop sleeps in poll() when it has nothing to do
+PARENT_POLL_S = 0.5
+DROP_LOG_EVERY_S = 5.0
+
+
+@dataclass(frozen=True)
+class WorkerOptions:
+    """Everything the worker needs besides the configuration (JSON-able)."""
+
+    ctrl: str  # connect, PULL
+    events: str  # connect, PUSH
+    frames: str  # bind, PUB (FramePublisher)
+    parent_pid: int = 0  # exit when the parent changes (0: do not watch)
+    generation: int = 0  # restart count; the frame bus epoch, so receivers see the new timeline
+    heartbeat_interval_s: float = 0.5
+    max_backlog_s: float = 2.0  # audio waiting for the engine beyond this is dropped, oldest first
+    hwm_chunks: int = 2
+    subscribers: int = 0  # wait for this many bus subscribers (the sinks) before Ready...
+    subscribers_wait_s: float = 2.0  # ...at most this long
+    drain_timeout_s: float = 10.0  # StopSession/Shutdown: longest time spent turning buffered audio into chunks
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> WorkerOptions:
+        return cls(**data)
+
+
+class _BadRequest(ValueError):
+    """A control message that is well-formed but cannot be acted on (answered with EngineError)."""
+
+
+# --- the loop -------------------------------------------------------------------------------------
+
+
+class EngineWorker:
+    """The worker's loop around one engine. Sockets are created by the caller and used from one thread."""
+
+    def __init__(self, engine: AvatarEngine, options: WorkerOptions, ctrl: zmq.Socket, events: zmq.Socket,
+                 publisher: FramePublisher, *, model: str = "") -> None:
+        self.engine = engine
+        self.spec: ChunkSpec = engine.spec
+        self.options = options
+        self.chunks_done = 0
+        self._ctrl, self._events, self._publisher = ctrl, events, publisher
+        self._model = model or engine.name
+        self._session: AvatarSession | None = None
+        self._last_frame = -1  # of the current session
+        self._staged: deque[np.ndarray] = deque()  # audio received but not yet pushed into the session
+        self._staged_samples = 0
+        self._in_session = 0  # samples pushed into the session and not yet consumed by a chunk
+        self._dropped_samples = 0
+        self._last_drop_log = -DROP_LOG_EVERY_S
+        self._last_step_ms = 0.0
+        self._last_heartbeat = 0.0
+        self._exit_code: int | None = None
+        self.terminate = threading.Event()  # set by SIGTERM: behave as on Shutdown
+        self._handlers: dict[type, Callable[[p.Message, list[bytes]], None]] = {
+            p.StartSession: self._on_start,
+            p.AudioIn: self._on_audio,
+            p.StopSession: self._on_stop,
+            p.Shutdown: self._on_shutdown,
+        }
+
+    # -- main loop -------------------------------------------------------------------------------
+
+    def run(self) -> int:
+        """Send Ready, then serve until Shutdown/SIGTERM. Returns the process exit code."""
+        self._send(p.Ready(engine_id=f"{self.engine.name}-g{self.options.generation}-pid{os.getpid()}", world_size=1,
+                           model=self._model, spec=p.SpecInfo.from_spec(self.spec)))
+        self._heartbeat()
+        while self._exit_code is None:
+            self._receive(0 if self._can_step() else min(IDLE_POLL_S, self.options.heartbeat_interval_s))
+            if self._exit_code is not None:
+                break
+            if self.terminate.is_set():
+                self._shutdown("SIGTERM")
+            elif self._can_step():
+                self._step()
+            elif time.monotonic() - self._last_heartbeat >= self.options.heartbeat_interval_s:
+                self._heartbeat()
+        return self._exit_code
+
+    def _receive(self, timeout_s: float) -> None:
+        """Dispatch every control message waiting (waiting up to ``timeout_s`` for the first)."""
+        if not self._ctrl.poll(int(timeout_s * 1000), zmq.POLLIN):
+            return
+        while self._exit_code is None:
+            try:
+                parts = self._ctrl.recv_multipart(flags=zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            self._dispatch(parts)
+
+    def _dispatch(self, parts: list[bytes]) -> None:
+        try:
+            msg = p.decode(parts[0])
+        except p.ProtocolError as exc:
+            self._reject(exc.reason, f"control message rejected: {exc}")
+            return
+        handler = self._handlers.get(type(msg))
+        if handler is None:
+            self._reject("unexpected", f"the engine worker does not accept {type(msg).__name__} on ctrl")
+            return
+        try:
+            handler(msg, parts[1:])
+        except _BadRequest as exc:
+            self._reject("bad_request", str(exc))
+
+    def _reject(self, kind: str, message: str) -> None:
+        log.warning("%s", message)
+        self._send(p.EngineError(kind=kind, message=message, fatal=False))
+
+    # -- handlers --------------------------------------------------------------------------------
+
+    def _on_start(self, msg: p.StartSession, extra: list[bytes]) -> None:
+        if self._session is not None and self._session.session_id == msg.session_id:
+            return  # a repeated StartSession (the supervisor re-sends it after a restart): already running
+        avatar = _decode_avatar(msg, extra)
+        if self._session is not None:
+            log.info("session %s replaced by %s", self._session.session_id, msg.session_id)
+            self._end_session(drain=False)
+        self._session = self.engine.start_session(
+            SessionRequest(session_id=msg.session_id, avatar=avatar, prompt=msg.prompt, seed=msg.seed))
+        self._last_frame = -1
+        log.info("session %s started", msg.session_id)
+        self._send(p.SessionStarted(session_id=msg.session_id, first_frame=0))
+
+    def _on_audio(self, msg: p.AudioIn, extra: list[bytes]) -> None:
+        if self._session is None or msg.session_id != self._session.session_id:
+            active = self._session.session_id if self._session else "none"
+            raise _BadRequest(f"AudioIn for session {msg.session_id!r}, active session {active!r}; send StartSession first")
+        if msg.sample_rate != self.spec.sample_rate:
+            raise _BadRequest(f"AudioIn at {msg.sample_rate} Hz; this engine takes {self.spec.sample_rate} Hz (resample first)")
+        if len(extra) != 1 or len(extra[0]) != msg.n_samples * 4:
+            got = len(extra[0]) if len(extra) == 1 else f"{len(extra)} frames"
+            raise _BadRequest(f"AudioIn seq {msg.seq}: header says {msg.n_samples} f32le samples, payload is {got} bytes")
+        try:
+            pcm = mono_pcm(np.frombuffer(extra[0], dtype="<f4"))
+        except (ValueError, TypeError) as exc:
+            self._reject("bad_audio", f"AudioIn seq {msg.seq}: {exc}; playing silence instead")
+            pcm = np.zeros(msg.n_samples, dtype=np.float32)
+        self._stage(pcm)
+
+    def _on_stop(self, msg: p.StopSession, extra: list[bytes]) -> None:
+        if self._session is None or msg.session_id != self._session.session_id:
+            raise _BadRequest(f"StopSession for {msg.session_id!r}, but that session is not running")
+        self._end_session(drain=True)
+
+    def _on_shutdown(self, msg: p.Shutdown, extra: list[bytes]) -> None:
+        self._shutdown(msg.reason or "Shutdown")
+
+    def _shutdown(self, reason: str) -> None:
+        """Stop intake (no more ctrl reads), drain the session within the timeout, ack, exit 0."""
+        log.info("shutting down (%s)", reason)
+        if self._session is not None:
+            self._end_session(drain=True)
+        self._send(p.ShutdownAck())
+        self._exit_code = EXIT_OK
+
+    # -- audio staging and chunks ----------------------------------------------------------------
+
+    def _stage(self, pcm: np.ndarray) -> None:
+        """Queue audio for the engine; beyond ``max_backlog_s`` of waiting audio drop the oldest."""
+        self._staged.append(pcm)
+        self._staged_samples += pcm.shape[0]
+        limit = int(self.options.max_backlog_s * self.spec.sample_rate)
+        dropped = 0
+        while self._staged and self._staged_samples + self._in_session > limit:
+            old = self._staged.popleft()
+            self._staged_samples -= old.shape[0]
+            dropped += old.shape[0]
+        if dropped:
+            self._dropped_samples += dropped
+            if time.monotonic() - self._last_drop_log < DROP_LOG_EVERY_S:
+                return
+            self._last_drop_log = time.monotonic()
+            log.warning("engine behind: dropped %d samples of the oldest audio (%d so far; engine.max_backlog_s=%g)",
+                        dropped, self._dropped_samples, self.options.max_backlog_s)
+
+    def _feed(self) -> None:
+        """Move staged audio into the session while it holds less than two chunks plus a second."""
+        target = 2 * self.spec.samples_per_chunk + self.spec.sample_rate
+        while self._staged and self._session is not None and self._in_session < target:
+            pcm = self._staged.popleft()
+            self._staged_samples -= pcm.shape[0]
+            self._session.push_audio(pcm)
+            self._in_session += pcm.shape[0]
+
+    def _can_step(self) -> bool:
+        if self._session is None:
+            return False
+        self._feed()
+        return self._session.chunks_ready() > 0
+
+    def _step(self) -> None:
+        """Make, publish and count one chunk; heartbeat right after (the loop proves its progress)."""
+        assert self._session is not None
+        start = time.perf_counter()
+        chunk = self._session.next_chunk()
+        self._last_step_ms = (time.perf_counter() - start) * 1000
+        self._publisher.publish(chunk, self.spec, epoch=self.options.generation)
+        self._in_session = max(0, self._in_session - chunk.num_frames * self.spec.samples_per_frame)
+        self._last_frame = chunk.first_frame + chunk.num_frames - 1
+        self.chunks_done += 1
+        self._heartbeat()
+
+    def _end_session(self, *, drain: bool) -> None:
+        """Finish the session: with ``drain`` turn all its audio into chunks (the last one padded with
+        silence) within ``drain_timeout_s``; then announce EndOfStream on the bus."""
+        session = self._session
+        assert session is not None
+        deadline = time.monotonic() + self.options.drain_timeout_s
+        while drain and (self._staged or self._in_session > 0):
+            if time.monotonic() > deadline:
+                log.warning("drain of session %s cut after %.1f s", session.session_id, self.options.drain_timeout_s)
+                break
+            self._feed()
+            self._step()
+        self._publisher.publish_end(session.session_id, self._last_frame)
+        log.info("session %s ended at frame %d", session.session_id, self._last_frame)
+        self._session = None
+        self._staged.clear()
+        self._staged_samples = self._in_session = 0
+
+    # -- events ----------------------------------------------------------------------------------
+
+    def _heartbeat(self) -> None:
+        # Chunks the engine could make right now: audio still short of a chunk (or of the engine's
+        # look-ahead) is not work, or a speaker's pause would look like a stall to the supervisor.
+        ready = self._session.chunks_ready() if self._session is not None else 0
+        depth = ready + self._staged_samples // self.spec.samples_per_chunk
+        self._send(p.Heartbeat(mono_ns=time.monotonic_ns(), chunks_done=self.chunks_done,
+                               last_step_ms=self._last_step_ms, queue_depth=depth))
+        self._last_heartbeat = time.monotonic()
+
+    def _send(self, msg: p.Message) -> None:
+        try:
+            self._events.send(p.encode(msg), flags=zmq.NOBLOCK)
+        except zmq.Again:
+            log.debug("events socket full; %s not sent", type(msg).__name__)
+
+
+def _decode_avatar(msg: p.StartSession, extra: list[bytes]) -> np.ndarray | None:
+    """The avatar image that follows a StartSession with ``avatar_sha256`` set, as uint8 RGB."""
+    if msg.avatar_sha256 is None:
+        return None
+    if len(extra) != 1:
+        raise _BadRequest(f"StartSession {msg.session_id!r} names an avatar but carries {len(extra)} extra frames, expected 1")
+    if hashlib.sha256(extra[0]).hexdigest() != msg.avatar_sha256:
+        raise _BadRequest(f"StartSession {msg.session_id!r}: the avatar bytes do not match avatar_sha256")
+    import io
+
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(extra[0])) as img:
+            return np.ascontiguousarray(np.asarray(img.convert("RGB"), dtype=np.uint8))
+    except (UnidentifiedImageError, OSError) as exc:
+        raise _BadRequest(f"StartSession {msg.session_id!r}: the avatar is not a readable image: {exc}") from exc
+
+
+# --- process entry --------------------------------------------------------------------------------
+
+
+def run_engine_process(config: SoulxConfig | Mapping[str, Any] | str, options: WorkerOptions) -> int:
+    """The worker process body: title, logging, parent watch, engine, loop. Returns the exit code.
+
+    ``config`` is a SoulxConfig, its JSON/dict form, or YAML text. Any exception that escapes is sent
+    as a fatal EngineError (``kind`` "config" when the engine cannot be built as configured, else
+    "crash") before returning.
+    """
+    cfg = _load_config(config)
+    name = f"engine-g{options.generation}"
+    _set_process_title(f"soulx-{name}")
+    from soulx_live.log import setup_logging
+
+    setup_logging(cfg.logging.level, cfg.logging.format, process_name=name)
+    faulthandler.enable()
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
+    if options.parent_pid:
+        threading.Thread(target=_watch_parent, args=(options.parent_pid,), name="parent-watch", daemon=True).start()
+    ctx = zmq.Context()
+    events = ctx.socket(zmq.PUSH)
+    events.setsockopt(zmq.LINGER, 2000)  # the last EngineError/ShutdownAck must get out
+    events.connect(options.events)
+    try:
+        return _serve(cfg, options, ctx, events)
+    except _ConfigProblem as exc:
+        log.error("the engine cannot start: %s", exc)
+        events.send(p.encode(p.EngineError(kind="config", message=str(exc), fatal=True)))
+        return EXIT_CONFIG
+    except Exception as exc:  # the worker reports its own death, whatever it was
+        log.exception("engine worker crashed")
+        events.send(p.encode(p.EngineError(kind="crash", message=f"{type(exc).__name__}: {exc}", fatal=True)))
+        return EXIT_CRASH
+    finally:
+        events.close()
+        ctx.term()
+
+
+class _ConfigProblem(RuntimeError):
+    pass
+
+
+def _serve(cfg: SoulxConfig, options: WorkerOptions, ctx: zmq.Context, events: zmq.Socket) -> int:
+    from soulx_live.daemon import DaemonError, build_engine
+
+    try:
+        engine = build_engine(cfg)
+    except (DaemonError, ValueError) as exc:
+        raise _ConfigProblem(str(exc)) from exc
+    ctrl = ctx.socket(zmq.PULL)
+    ctrl.setsockopt(zmq.LINGER, 0)
+    ctrl.connect(options.ctrl)
+    publisher = FramePublisher(options.frames, hwm_chunks=options.hwm_chunks, context=ctx)
+    try:
+        if options.subscribers and not publisher.wait_for_subscribers(options.subscribers, options.subscribers_wait_s):
+            log.warning("only %d of %d bus subscribers connected within %.1f s", publisher.subscribers,
+                        options.subscribers, options.subscribers_wait_s)
+        worker = EngineWorker(engine, options, ctrl, events, publisher, model=cfg.engine.kind)
+        previous = signal.signal(signal.SIGTERM, lambda signum, frame: worker.terminate.set())
+        try:
+            return worker.run()
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+    finally:
+        publisher.close()
+        ctrl.close()
+
+
+def _load_config(config: SoulxConfig | Mapping[str, Any] | str) -> SoulxConfig:
+    if isinstance(config, SoulxConfig):
+        return config
+    if isinstance(config, str):
+        import yaml
+
+        config = yaml.safe_load(config) or {}
+    return SoulxConfig.model_validate(config)
+
+
+def _watch_parent(parent_pid: int) -> None:
+    """Exit at once when the parent dies (we were re-parented): nobody would ever stop this process."""
+    while os.getppid() == parent_pid:
+        time.sleep(PARENT_POLL_S)
+    log.error("parent process %d is gone; exiting", parent_pid)
+    os._exit(EXIT_PARENT_GONE)
+
+
+def _set_process_title(title: str) -> None:
+    """``setproctitle`` when installed, else the Linux thread name (what ``ps -o comm``/top show)."""
+    try:
+        import setproctitle  # type: ignore[import-not-found]
+
+        setproctitle.setproctitle(title)
+        return
+    except ImportError:
+        pass
+    if sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL(None)
+            libc.prctl(15, title.encode()[:15], 0, 0, 0)  # PR_SET_NAME
+        except (OSError, AttributeError):
+            log.debug("could not set the process title")
+
+
+def main() -> int:
+    """``python -m soulx_live.worker``: read {"config": ..., "options": ...} JSON from stdin."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor decides when the engine stops
+    doc = json.loads(sys.stdin.read())
+    return run_engine_process(doc["config"], WorkerOptions.from_json(doc["options"]))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
