@@ -16,7 +16,10 @@ RoPE tables are not parameters: they are computed per forward from the token gri
 in a plain dict, so a model built on the meta device and loaded with ``assign=True`` needs no extra step.
 
 Sequence-parallel seam: :meth:`DiTBlock.forward` takes the RoPE tables and a :class:`SeqShard` for the tokens
-it holds; only the self-attention's ``attention`` call needs the whole sequence.
+it holds; only the self-attention's ``attention`` call needs the whole sequence. ``WanAudioTransformer.parallel``
+(default ``None``) is the boundary: when set, the forward calls its ``split(tokens)`` after the patch embedding
+and its ``gather(out)`` after the head, and ``SelfAttention.attention_fn`` (default ``None``: the facade) replaces
+the self-attention kernel. ``engine.parallel.usp.apply_sequence_parallel`` sets both.
 """
 from __future__ import annotations
 
@@ -24,9 +27,10 @@ import dataclasses
 import json
 import logging
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -127,6 +131,18 @@ class DiTConfig:
             raise ValueError(f"{path}: {exc}") from exc
 
 
+class SequenceSplit(Protocol):
+    """The model-boundary seam of sequence parallelism (implemented by ``engine.parallel.usp``)."""
+
+    def split(self, tokens: torch.Tensor) -> tuple[torch.Tensor, SeqShard]:
+        """All tokens ``[B, L, dim]`` -> this worker's ``[B, L_local, dim]`` and their global range."""
+        ...
+
+    def gather(self, tokens: torch.Tensor) -> torch.Tensor:
+        """This worker's ``[B, L_local, C]`` -> ``[B, >= L, C]`` (all tokens first, padding after)."""
+        ...
+
+
 # -- building blocks -------------------------------------------------------------------------------------------
 def sinusoidal_embedding(dim: int, t: torch.Tensor) -> torch.Tensor:
     """``[B, dim]`` float32 ``[cos(t f_k) | sin(t f_k)]`` with ``f_k = 10000^(-k/(dim/2))``, computed in float64."""
@@ -183,13 +199,15 @@ class SelfAttention(nn.Module):
         self.o = nn.Linear(cfg.dim, cfg.dim)
         self.norm_q = _qk_norm(cfg.dim, cfg.eps, cfg.qk_norm)
         self.norm_k = _qk_norm(cfg.dim, cfg.eps, cfg.qk_norm)
+        # Not state: the kernel over ``[B, L, H, D]``; None = the attention facade (sequence parallelism swaps it).
+        self.attention_fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor] | None = None
 
     def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
         shape = (*x.shape[:2], self.num_heads, self.head_dim)
         q = apply_rope(self.norm_q(self.q(x)).view(shape), *rope).to(x.dtype)
         k = apply_rope(self.norm_k(self.k(x)).view(shape), *rope).to(x.dtype)
         v = self.v(x).view(shape)
-        return self.o(attention(q, k, v).flatten(2))
+        return self.o((self.attention_fn or attention)(q, k, v).flatten(2))
 
 
 class TextImageCrossAttention(nn.Module):
@@ -319,8 +337,10 @@ class WanAudioTransformer(nn.Module):
             context_tokens=cfg.context_tokens,
             norm_output_audio=cfg.norm_output_audio,
         )
-        # Not state: (grid, device) -> float64 RoPE (cos, sin); rebuilt on demand after meta construction.
-        self._rope_cache: dict[tuple[tuple[int, int, int], str], tuple[torch.Tensor, torch.Tensor]] = {}
+        # Not state: (grid, device, token range) -> float64 RoPE (cos, sin); rebuilt on demand after meta construction.
+        self._rope_cache: dict[tuple[Any, ...], tuple[torch.Tensor, torch.Tensor]] = {}
+        # Not state: the sequence-parallel boundary (None = one process holds every token).
+        self.parallel: SequenceSplit | None = None
 
     @property
     def dtype(self) -> torch.dtype:
@@ -376,18 +396,27 @@ class WanAudioTransformer(nn.Module):
                 f"1 + {cfg.vae_scale}*({grid[0]}-1) = {1 + cfg.vae_scale * (grid[0] - 1)} audio frames"
             )
 
-        rope = self.rope(grid, tokens.device)
+        shard = SeqShard.full(num_tokens)
+        if self.parallel is not None:
+            tokens, shard = self.parallel.split(tokens)
+        rope = self.rope(grid, tokens.device, shard)
         for block in self.blocks:
-            tokens = block(tokens, e0, text, image, audio_tokens, rope, grid[1] * grid[2])
-        return self.unpatchify(self.head(tokens, e), grid).float()
+            tokens = block(tokens, e0, text, image, audio_tokens, rope, grid[1] * grid[2], shard)
+        out = self.head(tokens, e)
+        if self.parallel is not None:
+            out = self.parallel.gather(out)
+        return self.unpatchify(out, grid).float()
 
-    def rope(self, grid: tuple[int, int, int], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        """Float64 RoPE ``(cos, sin)`` for a token grid, cached by (grid, device)."""
-        key = (tuple(grid), str(device))
+    def rope(
+        self, grid: tuple[int, int, int], device: torch.device, shard: SeqShard | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Float64 RoPE ``(cos, sin)`` for a token grid (or a shard of it), cached by (grid, device, range)."""
+        token_range = None if shard is None or shard == SeqShard.full(math.prod(grid)) else (shard.start, shard.stop)
+        key = (tuple(grid), str(device), token_range)
         if key not in self._rope_cache:
             if len(self._rope_cache) >= self._ROPE_CACHE_SIZE:
                 self._rope_cache.pop(next(iter(self._rope_cache)))
-            self._rope_cache[key] = rope_cos_sin(grid, self.config.head_dim, device=device)
+            self._rope_cache[key] = rope_cos_sin(grid, self.config.head_dim, device=device, token_range=token_range)
         return self._rope_cache[key]
 
     def unpatchify(self, out: torch.Tensor, grid: tuple[int, int, int]) -> torch.Tensor:
