@@ -155,12 +155,17 @@ def cmd_demo(args: argparse.Namespace) -> int:
         "sinks.recorder.enabled": True,
         "sinks.recorder.path": out,
     }
+    camera = _virtual_camera()
+    if camera is not None:
+        extra["sinks.virtualcam.enabled"] = True
+        extra["sinks.virtualcam.device"] = camera
     config = load(args, extra)
     _configure_logging(args, config, "demo")
     from plugins.recorder import probe_media
     from soulx_live.daemon import Daemon
 
-    _mention_virtual_camera()
+    if camera is not None:
+        log.info("also feeding the virtual camera %s", camera)
     code = Daemon(config).run()
     if not out.is_file():
         log.error("the demo did not produce %s", out)
@@ -171,17 +176,16 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return code
 
 
-def _mention_virtual_camera() -> None:
+def _virtual_camera() -> str | None:
+    """The first v4l2loopback device when pyvirtualcam is installed, else None (the demo then records only)."""
     import importlib.util
 
     from soulx_live.devices import list_video_devices
 
     if importlib.util.find_spec("pyvirtualcam") is None:
-        return
+        return None
     cams = [d for d in list_video_devices() if d.is_loopback]
-    if cams:
-        log.info("a virtual camera is available (%s); the virtual camera sink (--vcam) will feed it in a later version",
-                 cams[0].path)
+    return cams[0].path if cams else None
 
 
 def cmd_render(args: argparse.Namespace) -> int:

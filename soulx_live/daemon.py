@@ -157,9 +157,12 @@ def build_sinks(config: SoulxConfig) -> list[FrameSink]:
 
         path = rec.path or Path.cwd() / f"soulx-live-{datetime.now():%Y%m%d-%H%M%S}.mp4"
         sinks.append(RecorderSink(path))
-    if config.sinks.virtualcam.enabled:
-        require("pyvirtualcam", "vcam", "the virtual camera sink")
-        raise DaemonError("sinks.virtualcam: the virtual camera sink is not part of this build yet")
+    vcam = config.sinks.virtualcam
+    if vcam.enabled:
+        require("pyvirtualcam", "vcam", "the virtual camera sink")  # fail early with the install hint
+        from plugins.virtualcam import VirtualCamSink
+
+        sinks.append(VirtualCamSink(vcam))  # keeps the last frame up by itself: no HoldingSink needed
     if config.sinks.obs.enabled:
         require("obsws_python", "obs", "the OBS integration")
         raise DaemonError("sinks.obs: the OBS integration is not part of this build yet")
