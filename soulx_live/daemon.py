@@ -30,6 +30,7 @@ from datetime import datetime
 from importlib import resources
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -41,7 +42,10 @@ from soulx_live.bus import EndOfStream, FramePublisher, FrameSubscriber
 from soulx_live import protocol
 from soulx_live.config import BusConfig, SoulxConfig
 from soulx_live.protocol import StatusReply
-from soulx_live.extras import require
+from soulx_live.extras import MissingExtraError, require
+
+if TYPE_CHECKING:
+    from soulx_live.audio.device_source import DeviceSource
 
 __all__ = [
     "Daemon",
@@ -169,7 +173,7 @@ def build_sinks(config: SoulxConfig) -> list[FrameSink]:
     return sinks
 
 
-def build_source(config: SoulxConfig, block_samples: int) -> FileSource:
+def build_source(config: SoulxConfig, block_samples: int) -> FileSource | DeviceSource:
     """The audio input named by ``audio.source``."""
     audio = config.audio
     if audio.source == "file":
@@ -181,7 +185,13 @@ def build_source(config: SoulxConfig, block_samples: int) -> FileSource:
         except AudioFileError as exc:
             raise DaemonError(str(exc)) from exc
     if audio.source in ("mic", "loopback"):
-        require("sounddevice", "audio", f"audio.source={audio.source}")
+        from soulx_live.audio.device_source import open_live_source
+        from soulx_live.audio.loopback import LoopbackError
+
+        try:
+            return open_live_source(audio.source, audio.device, sample_rate=audio.sample_rate, block_samples=block_samples)
+        except (LoopbackError, MissingExtraError) as exc:
+            raise DaemonError(str(exc)) from exc
     raise DaemonError(f"audio.source={audio.source!r} is not supported by this build yet; use audio.source=file")
 
 
