@@ -91,7 +91,20 @@ def build_parser() -> argparse.ArgumentParser:
     status = command("status", "ask the running daemon for its state")
     status.add_argument("--timeout", metavar="S", type=float, default=2.0, help="seconds to wait for an answer (default 2)")
     status.add_argument("--json", action="store_true", help="print the reply as JSON")
+    for module in _extra_command_modules():
+        module.add_arguments(command(module.NAME, module.HELP))
     return parser
+
+
+# Commands that live in their own module (soulx_live/commands/<name>.py). Each module defines NAME, HELP,
+# add_arguments(parser) and run(args, config_loader) -> exit code, and imports nothing heavy at import time.
+EXTRA_COMMANDS: tuple[str, ...] = ()
+
+
+def _extra_command_modules() -> list[object]:
+    import importlib
+
+    return [importlib.import_module(f"soulx_live.commands.{name}") for name in EXTRA_COMMANDS]
 
 
 def parse_overrides(items: Sequence[str]) -> dict[str, str]:
@@ -313,7 +326,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     from soulx_live.config import ConfigError
 
     try:
-        return COMMANDS[args.command](args)
+        if args.command in COMMANDS:
+            return COMMANDS[args.command](args)
+        import importlib
+
+        return importlib.import_module(f"soulx_live.commands.{args.command.replace('-', '_')}").run(args, load)
     except (ConfigError, UsageError) as exc:
         return _fail(args, exc, EXIT_USAGE)
     except KeyboardInterrupt:

@@ -33,16 +33,21 @@ __all__ = [
     "AudioConfig",
     "BusConfig",
     "ConfigError",
+    "DriftConfig",
     "EngineConfig",
     "FlashTalkConfig",
     "LiteConfig",
     "LoggingConfig",
+    "MetricsConfig",
     "ObsConfig",
+    "PushConfig",
     "RecorderConfig",
     "SinksConfig",
     "SoulxConfig",
     "SupervisorConfig",
+    "TtsConfig",
     "VirtualCamConfig",
+    "VirtualMicConfig",
     "load_config",
 ]
 
@@ -90,6 +95,10 @@ class FlashTalkConfig(_Section):
     cpu_offload: bool = False
     world_size: int = Field(1, ge=1)
     nccl_timeout_s: float = Field(120.0, gt=0)
+    ulysses_degree: int = Field(0, ge=0)  # 0: gcd(world_size, heads) as released
+    ring_degree: int = Field(0, ge=0)  # 0: world_size // ulysses_degree
+    parallel_vae: bool = True
+    preset: Literal["14b", "tiny-random"] = "14b"
 
     @model_validator(mode="after")
     def _frames_fit(self) -> FlashTalkConfig:
@@ -98,6 +107,18 @@ class FlashTalkConfig(_Section):
         if not 0 < self.motion_frames < self.frame_num:
             raise ValueError(f"motion_frames must be between 1 and frame_num-1, got {self.motion_frames} with frame_num {self.frame_num}")
         return self
+
+
+class DriftConfig(_Section):
+    """Per-chunk drift monitor against the reference and retrospective self-correction."""
+
+    enabled: bool = True
+    color_shift_max: float = Field(12.0, gt=0)  # mean Lab distance of a chunk from the reference
+    sharpness_ratio_min: float = Field(0.35, gt=0)  # Laplacian variance relative to the reference
+    similarity_min: float = Field(0.35, ge=-1.0, le=1.0)  # structural similarity to the reference
+    motion_norm_ratio_max: float = Field(2.0, gt=1.0)  # motion-latent RMS relative to the reference latent
+    regenerate: bool = True  # regenerate the offending chunk when the deadline allows
+    reanchor_blend: float = Field(1.0, ge=0.0, le=1.0)  # 1: re-encode motion from the reference
 
 
 class EngineConfig(_Section):
@@ -111,6 +132,7 @@ class EngineConfig(_Section):
     device: str | None = None
     lite: LiteConfig = LiteConfig()
     flashtalk: FlashTalkConfig = FlashTalkConfig()
+    drift: DriftConfig = DriftConfig()
 
 
 # --- audio, bus, sinks, supervisor, logging -------------------------------------------------------
@@ -119,11 +141,22 @@ class EngineConfig(_Section):
 class AudioConfig(_Section):
     """Where the speech comes from."""
 
-    source: Literal["file", "mic", "loopback", "push"] = "file"
+    source: Literal["file", "mic", "loopback", "push", "script"] = "file"
     file: Path | None = None
     device: str | None = None
     sample_rate: int = Field(16000, gt=0)
     realtime: bool = True
+
+
+class TtsConfig(_Section):
+    """Offline text-to-speech for `soulx-live say`, pushed text and timed scripts."""
+
+    backend: Literal["espeak", "piper"] = "espeak"
+    voice: str = "en-us"  # espeak-ng voice name
+    rate_wpm: int = Field(160, gt=0)  # espeak-ng speaking rate
+    piper_model: Path | None = None  # a Piper voice (.onnx, its .onnx.json beside it)
+    script: Path | None = None  # timed lines for audio.source=script
+    loop_script: bool = False
 
 
 class BusConfig(_Section):
@@ -150,17 +183,32 @@ class VirtualCamConfig(_Section):
     device: str | None = None
 
 
+class VirtualMicConfig(_Section):
+    enabled: bool = False
+    sink_name: str = "soulx_live_mic_sink"  # PulseAudio/PipeWire null sink the daemon plays into
+    source_name: str = "soulx_live_mic"  # the virtual microphone meeting apps select
+    description: str = "soulx-live avatar microphone"
+    device: str | None = None  # Windows/macOS: a virtual cable output (VB-Cable, BlackHole) by name
+
+
 class ObsConfig(_Section):
     enabled: bool = False
     host: str = "127.0.0.1"
     port: int = Field(4455, ge=1, le=65535)
     password: SecretStr | None = None
     timeout_s: float = Field(5.0, gt=0)
+    scene: str = "soulx-live"
+    source_name: str = "soulx-live avatar"
+    feed_host: str = "127.0.0.1"
+    feed_port: int = Field(47870, ge=1, le=65535)
+    speaking_scene: str | None = None  # switch to this scene when speech starts
+    idle_scene: str | None = None  # and to this one when it ends
 
 
 class SinksConfig(_Section):
     recorder: RecorderConfig = RecorderConfig()
     virtualcam: VirtualCamConfig = VirtualCamConfig()
+    virtualmic: VirtualMicConfig = VirtualMicConfig()
     obs: ObsConfig = ObsConfig()
 
 
@@ -173,6 +221,28 @@ class SupervisorConfig(_Section):
     max_restarts: int = Field(3, ge=0)
     restart_window_s: float = Field(300.0, gt=0)
     restart_backoff_s: tuple[float, ...] = (1.0, 5.0, 15.0)
+    isolation: Literal["auto", "process", "thread"] = "auto"  # auto: process for live input
+    memory_limit_mb: float | None = Field(None, gt=0)  # engine RSS above this: planned restart
+    leak_mb_per_hour: float = Field(256.0, gt=0)  # sustained RSS growth above this: warn, then restart
+
+
+class PushConfig(_Section):
+    """The push API: external apps send PCM or text and receive speech events."""
+
+    enabled: bool = True  # the ZeroMQ endpoint (ipc in the runtime dir unless bus.transport=tcp)
+    http_enabled: bool = False
+    http_host: str = "127.0.0.1"
+    http_port: int = Field(47880, ge=1, le=65535)
+    token: SecretStr | None = None  # null: generated at start, written to <runtime_dir>/push.token (0600)
+    max_packet_s: float = Field(30.0, gt=0)  # longest PCM packet accepted
+
+
+class MetricsConfig(_Section):
+    """The Prometheus endpoint."""
+
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = Field(47890, ge=0, le=65535)  # 0: any free port
 
 
 class LoggingConfig(_Section):
@@ -195,6 +265,9 @@ class SoulxConfig(_Section):
     bus: BusConfig = BusConfig()
     sinks: SinksConfig = SinksConfig()
     supervisor: SupervisorConfig = SupervisorConfig()
+    tts: TtsConfig = TtsConfig()
+    push: PushConfig = PushConfig()
+    metrics: MetricsConfig = MetricsConfig()
     logging: LoggingConfig = LoggingConfig()
 
     def to_yaml(self) -> str:

@@ -227,6 +227,7 @@ class StatusReply(_Msg):
     uptime_s: float = 0.0
     detail: str = ""
     sinks: dict[str, str] = {}
+    metrics: dict[str, float] = {}  # soulx_live.metrics snapshot (name -> value) for `soulx-live status`
 
 
 class StopRequest(_Msg):
