@@ -69,6 +69,9 @@ class FrameChunk:
     ``frames`` is uint8 ``(n, H, W, 3)`` RGB, C-contiguous. ``audio`` is float32 mono at the spec's
     sample rate, ``n * samples_per_frame`` long, starting at session sample ``audio_t0`` which equals
     ``first_frame * samples_per_frame``.
+
+    ``epoch`` is the barge-in generation the chunk belongs to: every interrupt bumps it, and receivers
+    drop chunks older than the newest epoch they know (the frame timeline itself keeps counting).
     """
 
     session_id: str
@@ -77,6 +80,7 @@ class FrameChunk:
     frames: np.ndarray
     audio: np.ndarray
     audio_t0: int
+    epoch: int = 0
 
     @property
     def num_frames(self) -> int:
@@ -110,7 +114,12 @@ class AvatarSession(Protocol):
         """Consume one chunk of audio and return its frames (pads with silence if audio is short)."""
 
     def reset(self) -> None:
-        """Drop buffered audio and return to the reference pose; the frame timeline continues."""
+        """Drop buffered audio and return to the reference pose; the frame timeline continues.
+
+        Called on barge-in (``protocol.Interrupt``). Sessions may also implement the optional
+        ``push_phonemes(spans: list[tuple[int, int, str]]) -> None`` (start/end sample on the session
+        timeline, phoneme text); the worker calls it when present and ignores phonemes otherwise.
+        """
 
 
 @runtime_checkable

@@ -3,6 +3,12 @@
 A sink receives :class:`~engine.interface.FrameChunk` s in order from one bus subscriber thread.
 ``write`` must return quickly (about one frame period per frame); a sink that cannot keep up is
 dropped chunks by the bus, it never slows the engine down.
+
+Barge-in: a sink may also implement the optional ``interrupt(epoch: int) -> None`` (see
+:class:`InterruptibleSink`): drop everything buffered that belongs to an older epoch, so queued audio
+stops at once and video holds its last frame. The daemon calls it through :func:`interrupt_sink` from
+the sink's own thread and drops chunks with ``chunk.epoch`` below the current epoch before ``write``.
+It is not part of :class:`FrameSink`, so sinks without a buffer need not implement it.
 """
 from __future__ import annotations
 
@@ -10,7 +16,7 @@ from typing import Protocol, runtime_checkable
 
 from engine.interface import ChunkSpec, FrameChunk
 
-__all__ = ["FrameSink", "SinkError"]
+__all__ = ["FrameSink", "InterruptibleSink", "SinkError", "interrupt_sink"]
 
 
 class SinkError(RuntimeError):
@@ -34,3 +40,20 @@ class FrameSink(Protocol):
 
     def close(self) -> None:
         """Flush and release the output; safe to call twice and after a failed ``open``."""
+
+
+@runtime_checkable
+class InterruptibleSink(FrameSink, Protocol):
+    """A sink that buffers output and can drop it on barge-in."""
+
+    def interrupt(self, epoch: int) -> None:
+        """Drop buffered chunks of epochs below ``epoch``: queued audio stops now, video holds its last frame."""
+
+
+def interrupt_sink(sink: FrameSink, epoch: int) -> bool:
+    """Call ``sink.interrupt(epoch)`` when the sink has it; True if it did."""
+    method = getattr(sink, "interrupt", None)
+    if method is None:
+        return False
+    method(epoch)
+    return True

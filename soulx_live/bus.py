@@ -109,12 +109,14 @@ class FramePublisher:
                 return self.subscribers >= count
         return True
 
-    def publish(self, chunk: FrameChunk, spec: ChunkSpec, *, epoch: int = 0) -> bool:
+    def publish(self, chunk: FrameChunk, spec: ChunkSpec, *, epoch: int | None = None) -> bool:
         """Send one chunk (zero copy; marks its arrays read-only). False if ZeroMQ refused it.
 
-        ``spec`` supplies the frame rate and sample rate. Raises ValueError for a chunk that breaks the
-        FrameChunk contract (the producer's bug, not a wire problem).
+        ``spec`` supplies the frame rate and sample rate; ``epoch`` (default: ``chunk.epoch``) is the
+        barge-in epoch the header carries. Raises ValueError for a chunk that breaks the FrameChunk
+        contract (the producer's bug, not a wire problem).
         """
+        epoch = chunk.epoch if epoch is None else epoch
         frames, audio = _check_chunk(chunk, spec)
         n, h, w, _ = frames.shape
         fps = Fraction(spec.fps)
@@ -272,7 +274,8 @@ class FrameSubscriber:
         self.last_header = header
         self.stats.received += 1
         self.stats.frames += header.n
-        return FrameChunk(header.session_id, header.seq, header.first_frame, frames, audio, header.audio_t0)
+        return FrameChunk(header.session_id, header.seq, header.first_frame, frames, audio, header.audio_t0,
+                          epoch=header.epoch)
 
     def _reject(self, reason: str, detail: str) -> None:
         if reason == "version":

@@ -9,7 +9,8 @@ Sockets (``soulx_live.runtime_dir.endpoint`` turns a name into an address):
 ============  ==============================  ==============================================================
 socket        direction                       carries
 ============  ==============================  ==============================================================
-``ctrl``      daemon PUSH -> engine rank 0    StartSession [+avatar], AudioIn + pcm, StopSession, Shutdown
+``ctrl``      daemon PUSH -> engine rank 0    StartSession [+avatar], AudioIn + pcm, PhonemesIn, Interrupt,
+                                              StopSession, Shutdown
 ``events``    engine PUSH -> daemon           Ready, Heartbeat, SessionStarted, EngineError, ShutdownAck
 ``frames``    engine PUB -> sinks SUB         [b"frames", FrameHeader, rgb24, f32le] | [b"frames", EndOfStream]
                                               | [b"status", EngineStatus]
@@ -19,6 +20,11 @@ socket        direction                       carries
 Timing: audio samples at ``sample_rate`` are the one clock. Frame ``k`` of a session is shown at sample
 ``k * sample_rate * fps_den / fps_num``; a FrameHeader's ``audio_t0`` is the first sample of the audio
 that plays with its frames. Receivers reject an unknown ``v`` (:class:`ProtocolError`), never crash.
+
+Barge-in: :class:`Interrupt` carries a new *epoch* (0 at start, +1 per interrupt, never reused while
+the daemon runs). The worker drops the audio it has not turned into chunks yet, resets the session
+and stamps every later FrameHeader with that epoch; receivers drop chunks of older epochs. Frame
+indices keep counting across an interrupt (no index is reused).
 """
 from __future__ import annotations
 
@@ -41,7 +47,9 @@ __all__ = [
     "EngineStatus",
     "FrameHeader",
     "Heartbeat",
+    "Interrupt",
     "Message",
+    "PhonemesIn",
     "ProtocolError",
     "Ready",
     "SessionStarted",
@@ -192,6 +200,25 @@ class AudioIn(_Msg):
     audio_fmt: Literal["f32le"] = "f32le"
 
 
+class PhonemesIn(_Msg):
+    """Phoneme timings for audio of the session: ``(start_sample, end_sample, phoneme)`` on the session
+    timeline (the same sample positions as AudioIn's ``t0``); phoneme text is espeak/IPA-like. Engines
+    whose sessions have ``push_phonemes`` use them, others ignore them."""
+
+    session_id: str
+    spans: list[tuple[int, int, str]]
+
+
+class Interrupt(_Msg):
+    """Barge-in: drop all audio not yet turned into chunks, reset the session to its idle pose and
+    publish every later chunk with ``epoch``. It cuts whatever session is active (``session_id`` is
+    informational; "" when none was); with no session the epoch is just adopted. An epoch not above
+    the worker's current one is ignored."""
+
+    session_id: str
+    epoch: int
+
+
 class StopSession(_Msg):
     session_id: str
 
@@ -241,7 +268,7 @@ class Ack(_Msg):
 
 Message = Union[
     FrameHeader, EndOfStream, EngineStatus, SpecInfo, Ready, Heartbeat, StartSession, SessionStarted, AudioIn,
-    StopSession, Shutdown, ShutdownAck, EngineError, StatusRequest, StatusReply, StopRequest, Ack,
+    PhonemesIn, Interrupt, StopSession, Shutdown, ShutdownAck, EngineError, StatusRequest, StatusReply, StopRequest, Ack,
 ]
 
 _encoder = msgspec.msgpack.Encoder()

@@ -13,6 +13,8 @@ bound here, so they outlive worker restarts). It
 - watches the exit code, the heartbeat age (``heartbeat_timeout_s``; heartbeats come from the
   worker's generation loop, so their age measures progress, not mere existence) and ``chunks_done``
   (must advance within ``heartbeat_timeout_s`` while the worker reports queued audio);
+- calls each ``health_checks`` function with the worker pid about once per second while it is ready
+  (e.g. ``MemoryWatch.check``); a returned string is a reason to restart it;
 - on a failure dumps the worker's stacks (SIGUSR1), kills its process group and restarts it after
   ``restart_backoff_s[i]``, at most ``max_restarts`` times within ``restart_window_s``; beyond that,
   or for a configuration error (restarting cannot help), the state becomes ``failed``;
@@ -21,7 +23,9 @@ bound here, so they outlive worker restarts). It
 :class:`EngineClient` is the thread-safe front the daemon uses to talk to the engine: its calls only
 queue messages (bounded: the oldest audio is dropped when the worker is behind or away) and the
 supervisor thread sends them; after every Ready it re-sends the active StartSession first, so the
-session resumes on a restarted worker. State changes go to ``on_state(state, detail)``, called from
+session resumes on a restarted worker. ``EngineClient.interrupt()`` is barge-in: queued audio is
+dropped and an Interrupt with the next epoch goes out ahead of any later audio; a restarted worker is
+started at the client's current epoch. State changes go to ``on_state(state, detail)``, called from
 the supervisor thread.
 """
 from __future__ import annotations
@@ -35,7 +39,7 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -48,7 +52,7 @@ from soulx_live.config import SoulxConfig, SupervisorConfig
 from soulx_live.protocol import EngineState
 from soulx_live.worker import EXIT_CONFIG, WorkerOptions
 
-__all__ = ["EngineClient", "Supervisor", "SupervisorError", "SupervisorStats", "WorkerLaunch"]
+__all__ = ["EngineClient", "HealthCheck", "Supervisor", "SupervisorError", "SupervisorStats", "WorkerLaunch"]
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +62,11 @@ EXIT_WAIT_S = 3.0  # after ShutdownAck, for the worker to close its sockets and 
 CTRL_HWM = 64  # control messages ZeroMQ holds for the worker before sends fail (then EngineClient queues)
 DEFAULT_ARGV = (sys.executable, "-m", "soulx_live.worker")
 
+HEALTH_INTERVAL_S = 1.0  # health checks run about this often while the worker is ready
+MAX_PENDING_PHONEMES = 64  # PhonemesIn messages kept while the worker is away; the oldest go first
+
 StateCallback = Callable[[EngineState, str], None]
+HealthCheck = Callable[[int], "str | None"]
 
 
 class SupervisorError(RuntimeError):
@@ -88,11 +96,11 @@ class WorkerLaunch:
                    events=endpoint("events", config.bus), frames=endpoint("frames", config.bus), argv=argv,
                    subscribers=subscribers, hwm_chunks=config.bus.hwm_chunks)
 
-    def options(self, generation: int, cfg: SupervisorConfig) -> WorkerOptions:
+    def options(self, generation: int, cfg: SupervisorConfig, *, epoch: int = 0) -> WorkerOptions:
         return WorkerOptions(ctrl=self.ctrl, events=self.events, frames=self.frames, parent_pid=os.getpid(),
                              generation=generation, heartbeat_interval_s=min(1.0, cfg.heartbeat_timeout_s / 5),
                              max_backlog_s=self.max_backlog_s, hwm_chunks=self.hwm_chunks, subscribers=self.subscribers,
-                             drain_timeout_s=cfg.shutdown_grace_s)
+                             drain_timeout_s=cfg.shutdown_grace_s, epoch=epoch)
 
 
 # --- the client -----------------------------------------------------------------------------------
@@ -102,13 +110,17 @@ class WorkerLaunch:
 class _Outgoing:
     parts: list[bytes]
     samples: int = 0  # > 0: an AudioIn (may be dropped when over budget)
+    kind: str = "ctrl"  # "audio" and "phonemes" are dropped by an interrupt, and with "start" by a new session
 
 
 class EngineClient:
-    """Thread-safe, never-blocking sender of StartSession / AudioIn / StopSession to the worker.
+    """Thread-safe, never-blocking sender of StartSession / AudioIn / PhonemesIn / Interrupt /
+    StopSession to the worker.
 
     At most ``max_pending_s`` of audio waits here (the worker is restarting or behind); beyond it the
-    oldest audio is dropped (``dropped_samples``). Control messages are never dropped.
+    oldest audio is dropped (``dropped_samples``). Control messages are never dropped; at most
+    ``MAX_PENDING_PHONEMES`` PhonemesIn wait (oldest dropped). ``epoch`` starts at 0 and
+    ``interrupt()`` bumps it.
     """
 
     def __init__(self, sample_rate: int, *, max_pending_s: float = 1.0) -> None:
@@ -123,10 +135,17 @@ class EngineClient:
         self._session_id: str | None = None
         self._seq = 0
         self._t0 = 0
+        self._epoch = 0
+        self.interrupted_samples = 0  # queued audio dropped by interrupts
 
     @property
     def session_id(self) -> str | None:
         return self._session_id
+
+    @property
+    def epoch(self) -> int:
+        """The current barge-in epoch: chunks with a lower ``epoch`` are stale (drop them)."""
+        return self._epoch
 
     def start_session(self, session_id: str, *, seed: int = 0, prompt: str = "", avatar: bytes | None = None) -> None:
         """Start (or replace) the session; ``avatar`` is an image file's bytes (None: built-in avatar)."""
@@ -134,8 +153,12 @@ class EngineClient:
 
         sha = hashlib.sha256(avatar).hexdigest() if avatar is not None else None
         msg = p.StartSession(session_id=session_id, seed=seed, prompt=prompt, avatar_sha256=sha)
-        start = _Outgoing([p.encode(msg)] + ([avatar] if avatar is not None else []))
+        start = _Outgoing([p.encode(msg)] + ([avatar] if avatar is not None else []), kind="start")
         with self._lock:
+            # what is still queued for a replaced session would be refused (or, a stale StartSession
+            # re-sent after a restart, would replace this one): only control messages stay
+            self._queue = deque(item for item in self._queue if item.kind not in ("start", "audio", "phonemes"))
+            self._pending_samples = 0
             self._start, self._session_id, self._seq, self._t0 = start, session_id, 0, 0
             self._queue.append(start)
 
@@ -149,9 +172,35 @@ class EngineClient:
                             sample_rate=self.sample_rate)
             self._seq += 1
             self._t0 += int(data.shape[0])
-            self._queue.append(_Outgoing([p.encode(msg), data.tobytes()], samples=int(data.shape[0])))
+            self._queue.append(_Outgoing([p.encode(msg), data.tobytes()], samples=int(data.shape[0]), kind="audio"))
             self._pending_samples += int(data.shape[0])
             self._drop_over_budget()
+
+    def push_phonemes(self, spans: Sequence[tuple[int, int, str]]) -> None:
+        """Queue phoneme timings (start/end sample on the session timeline, phoneme) for the active
+        session (no-op without one); the worker hands them to sessions that take them."""
+        clean = [(int(a), int(b), str(ph)) for a, b, ph in spans]
+        with self._lock:
+            if self._session_id is None or not clean:
+                return
+            msg = p.PhonemesIn(session_id=self._session_id, spans=clean)
+            self._queue.append(_Outgoing([p.encode(msg)], kind="phonemes"))
+            waiting = [item for item in self._queue if item.kind == "phonemes"]
+            for item in waiting[:max(0, len(waiting) - MAX_PENDING_PHONEMES)]:
+                self._queue.remove(item)
+
+    def interrupt(self) -> int:
+        """Barge-in: drop queued audio and phonemes, queue an Interrupt with the next epoch ahead of
+        any audio pushed later; returns the new epoch. The sinks should drop chunks of older epochs."""
+        with self._lock:
+            self._epoch += 1
+            dropped = sum(item.samples for item in self._queue if item.kind == "audio")
+            self._queue = deque(item for item in self._queue if item.kind not in ("audio", "phonemes"))
+            self._pending_samples = 0
+            self.interrupted_samples += dropped
+            msg = p.Interrupt(session_id=self._session_id or "", epoch=self._epoch)
+            self._queue.append(_Outgoing([p.encode(msg)]))
+            return self._epoch
 
     def stop_session(self) -> None:
         """End the active session: the worker turns its remaining audio into chunks, then EndOfStream."""
@@ -216,6 +265,7 @@ class _Child:
     last_heartbeat: float = 0.0
     chunks_done: int = 0
     progress_at: float = 0.0  # when chunks_done last advanced (or work appeared)
+    health_at: float = 0.0  # when the health checks last ran
     queue_depth: int = 0
     acked: bool = False
     fatal: p.EngineError | None = None
@@ -237,7 +287,8 @@ class Supervisor:
     """
 
     def __init__(self, cfg: SupervisorConfig, launch: WorkerLaunch, *, client: EngineClient | None = None,
-                 on_state: StateCallback | None = None, sample_rate: int = 16000) -> None:
+                 on_state: StateCallback | None = None, sample_rate: int = 16000,
+                 health_checks: Sequence[HealthCheck] = ()) -> None:
         self.cfg = cfg
         self.launch = launch
         self.client = client or EngineClient(sample_rate)
@@ -246,6 +297,7 @@ class Supervisor:
         self.spec: ChunkSpec | None = None
         self.stats = SupervisorStats()
         self._on_state = on_state
+        self.health_checks = tuple(health_checks)
         self._child: _Child | None = None
         self._restart_times: deque[float] = deque()
         self._generation = 0
@@ -318,7 +370,7 @@ class Supervisor:
             self._staged_close(events, ctrl)
 
     def _spawn(self) -> None:
-        options = self.launch.options(self._generation, self.cfg)
+        options = self.launch.options(self._generation, self.cfg, epoch=self.client.epoch)
         doc = json.dumps({"config": dict(self.launch.config), "options": options.to_json()}).encode()
         env = None if self.launch.env is None else dict(self.launch.env)
         proc = subprocess.Popen(list(self.launch.argv), stdin=subprocess.PIPE, env=env, start_new_session=True)
@@ -397,6 +449,21 @@ class Supervisor:
         if child.queue_depth > 0 and now - child.progress_at > self.cfg.heartbeat_timeout_s:
             return (f"engine worker made no chunk for {now - child.progress_at:.1f} s with "
                     f"{child.queue_depth} chunks of audio waiting (stalled)")
+        if self.health_checks and now - child.health_at >= HEALTH_INTERVAL_S:
+            child.health_at = now
+            return self._health(child.proc.pid)
+        return None
+
+    def _health(self, pid: int) -> str | None:
+        """The first reason a health check gives to replace worker ``pid`` (a failing check is logged, not fatal)."""
+        for check in self.health_checks:
+            try:
+                reason = check(pid)
+            except Exception:  # a broken check must not stop the supervision
+                log.exception("health check %r failed", check)
+                continue
+            if reason:
+                return str(reason)
         return None
 
     def _restart(self, reason: str, events: zmq.Socket) -> None:

@@ -17,6 +17,14 @@ proves the loop is alive and a stuck ``next_chunk`` stops them. Bad control mess
 a non-fatal :class:`~soulx_live.protocol.EngineError` and the loop goes on; an exception that escapes
 the loop is reported as a fatal EngineError before the process exits (``run_engine_process``).
 
+Barge-in (:class:`~soulx_live.protocol.Interrupt`): control messages are all read before the next
+chunk is made, so an Interrupt takes effect between two chunks: the staged audio and the audio inside
+the session are dropped, ``session.reset()`` returns the avatar to its idle pose, and every later
+chunk carries the new epoch. So that the picture goes idle at once rather than after a chunk of new
+audio has arrived, the worker then pushes just enough silence for one chunk (``idle_after_interrupt``)
+and publishes it right away; it replaces audio that was dropped, so the pipeline latency stays as it
+was. Frame indices keep counting.
+
 Exit codes: 0 after Shutdown/SIGTERM, 1 crash, 3 the engine cannot be built as configured (restarting
 will not help), 4 the parent process died. ``SIGUSR1`` dumps every thread's stack to stderr (the
 supervisor does it before killing a hung worker).
@@ -83,13 +91,15 @@ class WorkerOptions:
     events: str  # connect, PUSH
     frames: str  # bind, PUB (FramePublisher)
     parent_pid: int = 0  # exit when the parent changes (0: do not watch)
-    generation: int = 0  # restart count; the frame bus epoch, so receivers see the new timeline
+    generation: int = 0  # restart count (names the process and its engine_id)
     heartbeat_interval_s: float = 0.5
     max_backlog_s: float = 2.0  # audio waiting for the engine beyond this is dropped, oldest first
     hwm_chunks: int = 2
     subscribers: int = 0  # wait for this many bus subscribers (the sinks) before Ready...
     subscribers_wait_s: float = 2.0  # ...at most this long
     drain_timeout_s: float = 10.0  # StopSession/Shutdown: longest time spent turning buffered audio into chunks
+    epoch: int = 0  # barge-in epoch to start at (the daemon's current one, so a restarted worker continues it)
+    idle_after_interrupt: bool = True  # after an Interrupt, publish one silent (idle) chunk at once
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -123,6 +133,8 @@ class EngineWorker:
         self._staged_samples = 0
         self._in_session = 0  # samples pushed into the session and not yet consumed by a chunk
         self._dropped_samples = 0
+        self.interrupted_samples = 0  # audio dropped by Interrupts
+        self.epoch = options.epoch
         self._last_drop_log = -DROP_LOG_EVERY_S
         self._last_step_ms = 0.0
         self._last_heartbeat = 0.0
@@ -131,6 +143,8 @@ class EngineWorker:
         self._handlers: dict[type, Callable[[p.Message, list[bytes]], None]] = {
             p.StartSession: self._on_start,
             p.AudioIn: self._on_audio,
+            p.PhonemesIn: self._on_phonemes,
+            p.Interrupt: self._on_interrupt,
             p.StopSession: self._on_stop,
             p.Shutdown: self._on_shutdown,
         }
@@ -215,6 +229,47 @@ class EngineWorker:
             pcm = np.zeros(msg.n_samples, dtype=np.float32)
         self._stage(pcm)
 
+    def _on_phonemes(self, msg: p.PhonemesIn, extra: list[bytes]) -> None:
+        if self._session is None or msg.session_id != self._session.session_id:
+            active = self._session.session_id if self._session else "none"
+            raise _BadRequest(f"PhonemesIn for session {msg.session_id!r}, active session {active!r}; send StartSession first")
+        push = getattr(self._session, "push_phonemes", None)
+        if push is not None:
+            push([(int(a), int(b), str(ph)) for a, b, ph in msg.spans])
+
+    def _on_interrupt(self, msg: p.Interrupt, extra: list[bytes]) -> None:
+        """Barge-in: adopt the epoch, drop every sample not yet in a chunk, reset the session, go idle."""
+        if msg.epoch <= self.epoch:
+            log.info("Interrupt to epoch %d ignored: already at epoch %d", msg.epoch, self.epoch)
+            return
+        self.epoch = msg.epoch
+        dropped = self._staged_samples + self._in_session
+        self._staged.clear()
+        self._staged_samples = 0
+        session = self._session
+        if session is None:
+            return
+        if msg.session_id and msg.session_id != session.session_id:
+            # everything received before an Interrupt is stale, whichever session it named
+            log.warning("Interrupt names session %r; cutting the active session %r", msg.session_id, session.session_id)
+        session.reset()
+        self._in_session = 0
+        self.interrupted_samples += dropped
+        log.info("interrupt: epoch %d, dropped %.2f s of audio", msg.epoch, dropped / self.spec.sample_rate)
+        if self.options.idle_after_interrupt:
+            self._prime_idle(session)
+
+    def _prime_idle(self, session: AvatarSession) -> None:
+        """Push silence, a frame at a time, until the session can make one chunk (at most two chunks'
+        worth, for an engine that needs look-ahead), so an idle chunk follows the interrupt at once."""
+        spf = self.spec.samples_per_frame
+        silence = np.zeros(spf, dtype=np.float32)
+        pushed = 0
+        while session.chunks_ready() < 1 and pushed < 2 * self.spec.samples_per_chunk:
+            session.push_audio(silence)
+            pushed += spf
+        self._in_session += pushed
+
     def _on_stop(self, msg: p.StopSession, extra: list[bytes]) -> None:
         if self._session is None or msg.session_id != self._session.session_id:
             raise _BadRequest(f"StopSession for {msg.session_id!r}, but that session is not running")
@@ -272,7 +327,7 @@ class EngineWorker:
         start = time.perf_counter()
         chunk = self._session.next_chunk()
         self._last_step_ms = (time.perf_counter() - start) * 1000
-        self._publisher.publish(chunk, self.spec, epoch=self.options.generation)
+        self._publisher.publish(chunk, self.spec, epoch=self.epoch)
         self._in_session = max(0, self._in_session - chunk.num_frames * self.spec.samples_per_frame)
         self._last_frame = chunk.first_frame + chunk.num_frames - 1
         self.chunks_done += 1

@@ -23,6 +23,8 @@ EXAMPLES: list[p.Message] = [
     p.StartSession(session_id="s1", seed=5, prompt="a person talking", avatar_sha256="f" * 64),
     p.SessionStarted(session_id="s1", first_frame=0),
     p.AudioIn(session_id="s1", seq=12, t0=192000, n_samples=3200, sample_rate=16000),
+    p.PhonemesIn(session_id="s1", spans=[(0, 800, "h"), (800, 2400, "@U")]),
+    p.Interrupt(session_id="s1", epoch=2),
     p.StopSession(session_id="s1"),
     p.Shutdown(reason="user"),
     p.ShutdownAck(),
