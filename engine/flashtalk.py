@@ -19,6 +19,7 @@ the emitted frames play with exactly those samples.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -35,6 +36,13 @@ from engine.config import (
     FlashTalkConfigError,
     resolve_device,
     resolve_dtypes,
+)
+from engine.drift import (
+    DriftMonitor,
+    DriftReport,
+    DriftThresholds,
+    RegenDeadline,
+    SessionStats,
 )
 from engine.interface import ChunkSpec, FrameChunk, SessionRequest, mono_pcm
 from engine.loading.vae import VAE_CHECKPOINT
@@ -53,6 +61,7 @@ if TYPE_CHECKING:  # the audio front end imports transformers: only sessions nee
     from engine.audio_encoder import StreamingAudioWindow
 
 __all__ = [
+    "TINY_PRESET",
     "AudioEmbedder",
     "ChunkOutput",
     "ConditioningProvider",
@@ -68,6 +77,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 WAV2VEC_DIR = "chinese-wav2vec2-base"
+TINY_PRESET = "tiny-random"  # engine.flashtalk.preset: seeded random tiny models on the CPU (engine.tiny)
 
 
 # -- components --------------------------------------------------------------------------------------------
@@ -221,9 +231,23 @@ class FlashTalkSession:
     ``next_chunk`` consumes ``spec.samples_per_chunk`` queued samples (zero-padded when fewer), runs one
     :func:`stream_step` and returns its frames as uint8 with exactly that audio. Frame ``k`` of the session
     plays at sample ``k * samples_per_frame``.
+
+    Retrospective self-correction (when the engine has an enabled ``drift`` config): every generated chunk
+    is measured by a :class:`~engine.drift.DriftMonitor` before it is returned. A drifted chunk re-anchors
+    the motion context (``SessionState.re_anchor(reanchor_blend)``) and, with ``regenerate`` and when
+    ``deadline`` allows, is generated again from the re-anchored context with the same audio and noise; the
+    attempt with the smaller ``badness`` is emitted. ``stats`` counts chunks, corrections and regenerations
+    and keeps the last report; each correction is logged at WARNING.
     """
 
-    def __init__(self, engine: FlashTalkEngine, session_id: str, state: SessionState) -> None:
+    def __init__(
+        self,
+        engine: FlashTalkEngine,
+        session_id: str,
+        state: SessionState,
+        *,
+        deadline: RegenDeadline | None = None,
+    ) -> None:
         self.engine = engine
         self.session_id = session_id
         self.spec = engine.spec
@@ -234,6 +258,10 @@ class FlashTalkSession:
         self._seq = 0
         self._window = StreamingAudioWindow(cfg.sample_rate, cfg.fps, cfg.audio_buffer_s)
         self._pending = _PcmQueue(4 * cfg.samples_per_chunk)
+        self.stats = SessionStats()
+        drift = engine.drift
+        self.deadline = deadline or (RegenDeadline.from_settings(drift) if drift is not None else RegenDeadline())
+        self.monitor: DriftMonitor | None = engine.drift_monitor(state) if drift is not None and drift.enabled else None
 
     @property
     def state(self) -> SessionState:
@@ -253,7 +281,17 @@ class FlashTalkSession:
     def next_chunk(self) -> FrameChunk:
         audio = self._pending.pop(self.spec.samples_per_chunk)
         self._window.push(audio)
-        frames, self._state = self.engine.render(self._state, self._window)
+        start = time.perf_counter()
+        engine = self.engine
+        with torch.inference_mode():
+            audio_emb, _ = engine.audio_encoder.embed_window(self._window, engine.cfg.frame_num)
+            state, video = stream_step(engine.models, self._state, audio_emb, engine.cfg)
+            if self.monitor is not None:
+                state, video = self._review(self._state, state, video, audio_emb, start)
+            frames = to_uint8_frames(video).cpu().numpy()
+        self._state = state
+        self.stats.chunks += 1
+        self.stats.last_compute_s = time.perf_counter() - start
         first = self._state.frame_index - frames.shape[0]
         chunk = FrameChunk(
             session_id=self.session_id,
@@ -265,6 +303,68 @@ class FlashTalkSession:
         )
         self._seq += 1
         return chunk
+
+    def _review(
+        self,
+        before: SessionState,
+        after: SessionState,
+        video: torch.Tensor,
+        audio_emb: torch.Tensor,
+        start: float,
+    ) -> tuple[SessionState, torch.Tensor]:
+        """Check a generated chunk; when drifted, re-anchor and maybe regenerate (see the class docstring)."""
+        drift = self.engine.drift
+        if self.monitor is None or drift is None:
+            return after, video
+        report = self.monitor.check(video, after.motion_latent, before.motion_latent)
+        if not report.drifted:
+            self.stats.drift = report
+            return after, video
+        blend = float(drift.reanchor_blend)
+        elapsed = time.perf_counter() - start
+        chunk_s = self.spec.frames_per_chunk / float(self.spec.fps)
+        emitted, final_state, final_video, final_report = "original", after.re_anchor(blend), video, report
+        regenerate = bool(drift.regenerate) and self.deadline.allows(elapsed, chunk_s)
+        retry: DriftReport | None = None
+        if regenerate:
+            anchored = before.re_anchor(blend)
+            state2, video2 = stream_step(self.engine.models, anchored, audio_emb, self.engine.cfg)
+            retry = self.monitor.check(video2, state2.motion_latent, anchored.motion_latent)
+            self.stats.regenerated += 1
+            if retry.badness <= report.badness:
+                emitted, final_video, final_report = "regenerated", video2, retry
+                final_state = state2.re_anchor(blend) if retry.drifted else state2
+        elif drift.regenerate:
+            self.stats.regenerate_skipped += 1
+        self.stats.corrections += 1
+        self.stats.drift = final_report
+        entry: dict[str, object] = {
+            "chunk": before.chunk_index,
+            "first_frame": before.frame_index,
+            "reasons": report.reasons,
+            "metrics": report.as_dict(),
+            "reanchor_blend": blend,
+            "regenerated": retry is not None,
+            "retry_metrics": retry.as_dict() if retry is not None else None,
+            "emitted": emitted,
+            "elapsed_s": elapsed,
+        }
+        self.stats.record(entry)
+        log.warning(
+            "drift correction #%d in session %s at frame %d: %s [%s]; re-anchored (blend %.2f); %s%s",
+            self.stats.corrections,
+            self.session_id,
+            before.frame_index,
+            "; ".join(report.reasons),
+            report.describe(),
+            blend,
+            "regenerated" if retry is not None else (
+                "no regeneration (disabled)" if not drift.regenerate
+                else f"no regeneration (deadline: {elapsed:.3f} s of {chunk_s:.3f} s spent)"
+            ),
+            f", emitted the {emitted} chunk [{retry.describe()}]" if retry is not None else "",
+        )
+        return final_state, final_video
 
     def reset(self) -> None:
         """Drop queued audio, silence the window, back to the reference pose and seed; frames continue."""
@@ -307,6 +407,7 @@ class FlashTalkEngine:
     device: torch.device
     dtype: torch.dtype  # the release's param_dtype: reference pixels, y, context, CLIP tokens, initial noise
     name: str = "flashtalk"
+    drift: DriftThresholds | None = None  # engine.drift settings; None: no drift monitor, no self-correction
     spec: ChunkSpec = field(init=False)
 
     def __post_init__(self) -> None:
@@ -327,6 +428,8 @@ class FlashTalkEngine:
         audio_encoder: AudioEmbedder,
         conditioning: ConditioningProvider,
         cfg: FlashTalkConfig | None = None,
+        *,
+        drift: DriftThresholds | None = None,
     ) -> FlashTalkEngine:
         """Wrap loaded models; device and compute dtype are the DiT's."""
         param = next(dit.parameters())
@@ -337,6 +440,7 @@ class FlashTalkEngine:
             cfg=cfg or FlashTalkConfig(),
             device=param.device,
             dtype=param.dtype,
+            drift=drift,
         )
 
     @classmethod
@@ -347,6 +451,7 @@ class FlashTalkEngine:
         *,
         wav2vec_dir: Path | str | None = None,
         cache_dir: Path | None = None,
+        drift: DriftThresholds | None = None,
     ) -> FlashTalkEngine:
         """Load the released ``SoulX-FlashTalk-14B`` folder (spec §2.9) on ``cfg.device`` in ``cfg.dtype``.
 
@@ -376,6 +481,7 @@ class FlashTalkEngine:
             cfg=cfg,
             device=device,
             dtype=dtypes.dit,
+            drift=drift,
         )
 
     # -- sessions --------------------------------------------------------------------------------------
@@ -413,12 +519,28 @@ class FlashTalkEngine:
         )
 
     def start_session(self, request: SessionRequest) -> FlashTalkSession:
-        """A session for ``request.avatar`` (the built-in avatar when None); a negative seed means 9999."""
+        """A session for ``request.avatar`` (the built-in avatar when None); a negative seed means 9999.
+
+        ``request.extra["realtime"]`` (bool), when given, overrides the drift config's regeneration deadline
+        (True: regenerate only within the chunk's duration; False: always, e.g. offline rendering).
+        """
         avatar = request.avatar if request.avatar is not None else _default_avatar(self.cfg)
         seed = int(request.seed) if int(request.seed) >= 0 else self.cfg.seed
         state = SessionState.initial(self.conditioning_for(avatar, request.prompt), seed)
         log.info("flashtalk session %s: seed %d, %d tokens per chunk", request.session_id, seed, state.conditioning.seq_len)
-        return FlashTalkSession(self, request.session_id, state)
+        deadline = None
+        if "realtime" in request.extra:
+            base = RegenDeadline.from_settings(self.drift) if self.drift is not None else RegenDeadline()
+            deadline = RegenDeadline(realtime=bool(request.extra["realtime"]), budget=base.budget)
+        return FlashTalkSession(self, request.session_id, state, deadline=deadline)
+
+    def drift_monitor(self, state: SessionState) -> DriftMonitor:
+        """A monitor for a session: the reference picture is the VAE decode of the reference latent (what a
+        perfect chunk shows through this VAE), the motion reference the reference latent itself."""
+        reference_latent = state.conditioning.reference_latent
+        with torch.inference_mode():
+            reference_rgb = self.models.vae.decode(reference_latent)
+        return DriftMonitor(reference_rgb, reference_latent, self.drift)
 
     def render(self, state: SessionState, window: StreamingAudioWindow) -> tuple[np.ndarray, SessionState]:
         """Embed ``window`` and run one :func:`stream_step`: host uint8 frames ``(n, H, W, 3)`` and the next state."""
@@ -446,8 +568,16 @@ def _default_avatar(cfg: FlashTalkConfig) -> np.ndarray:
 
 
 def build_engine(engine_config: Any) -> FlashTalkEngine:
-    """The daemon's entry point: ``soulx_live.config.EngineConfig`` (``kind: flashtalk``) -> engine."""
+    """The daemon's entry point: ``soulx_live.config.EngineConfig`` (``kind: flashtalk``) -> engine.
+
+    ``engine.flashtalk.preset: tiny-random`` builds :func:`engine.tiny.build_tiny_engine` instead: no
+    weights, CPU only, the preset's own small geometry (``weights_dir``, ``device``, ``dtype``, size and
+    parallelism settings are ignored).
+    """
     ft = engine_config.flashtalk
+    drift = getattr(engine_config, "drift", None)
+    if getattr(ft, "preset", "14b") == TINY_PRESET:
+        return _build_tiny(engine_config, drift)
     if ft.world_size != 1:
         raise FlashTalkConfigError(
             f"engine.flashtalk.world_size={ft.world_size}: sequence parallelism is not in this build; set it to 1"
@@ -471,4 +601,19 @@ def build_engine(engine_config: Any) -> FlashTalkEngine:
         device=engine_config.device,
         dtype=ft.dtype,
     )
-    return FlashTalkEngine.from_folder(engine_config.weights_dir, cfg)
+    return FlashTalkEngine.from_folder(engine_config.weights_dir, cfg, drift=drift)
+
+
+def _build_tiny(engine_config: Any, drift: DriftThresholds | None) -> FlashTalkEngine:
+    from engine.tiny import build_tiny_engine
+
+    ft = engine_config.flashtalk
+    device = (engine_config.device or "cpu").strip().lower()
+    if device != "cpu" and device != "auto":
+        log.warning("engine.flashtalk.preset=%s runs on the CPU; ignoring engine.device=%s", TINY_PRESET, device)
+    if ft.world_size != 1:
+        log.warning("engine.flashtalk.preset=%s runs in one process; ignoring world_size=%d", TINY_PRESET, ft.world_size)
+    cfg = FlashTalkConfig(
+        sampling_steps=ft.steps, shift=ft.shift, color_correction_strength=ft.color_correction, fps=ft.fps
+    )
+    return build_tiny_engine(cfg, seed=0, drift=drift)

@@ -101,9 +101,22 @@ class SessionState:
             frame_index=self.frame_index + frames,
         )
 
-    def re_anchor(self) -> SessionState:
-        """Motion context back to the reference latent (the reference pose); noise and counters continue."""
-        return replace(self, motion_latent=self.conditioning.reference_latent)
+    def re_anchor(self, blend: float = 1.0) -> SessionState:
+        """Motion context toward the reference latent; noise and counters continue.
+
+        ``blend`` 1 (default): the reference latent alone, as on chunk 0 (the reference pose, re-encoded from
+        the reference). ``0 < blend < 1``: ``(1 - blend) * motion + blend * reference`` on every motion latent
+        frame (a partial pull back, the pose continues). 0: unchanged.
+        """
+        if not 0.0 <= blend <= 1.0:
+            raise ValueError(f"re-anchor blend must be in [0, 1], got {blend}")
+        reference = self.conditioning.reference_latent
+        if blend >= 1.0:
+            return replace(self, motion_latent=reference)
+        if blend <= 0.0:
+            return self
+        ref = reference.to(self.motion_latent.dtype).expand_as(self.motion_latent)
+        return replace(self, motion_latent=torch.lerp(self.motion_latent, ref, blend))
 
     def reset(self) -> SessionState:
         """As a fresh stream (reference motion, generator reseeded, chunk 0) at the same ``frame_index``.

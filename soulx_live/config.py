@@ -114,10 +114,13 @@ class DriftConfig(_Section):
 
     enabled: bool = True
     color_shift_max: float = Field(12.0, gt=0)  # mean Lab distance of a chunk from the reference
-    sharpness_ratio_min: float = Field(0.35, gt=0)  # Laplacian variance relative to the reference
+    sharpness_ratio_min: float = Field(0.35, gt=0)  # Laplacian variance relative to the reference (blur)
+    sharpness_ratio_max: float = Field(4.0, ge=0)  # ... upper bound (grain, noise artefacts); 0: none
     similarity_min: float = Field(0.35, ge=-1.0, le=1.0)  # structural similarity to the reference
     motion_norm_ratio_max: float = Field(2.0, gt=1.0)  # motion-latent RMS relative to the reference latent
     regenerate: bool = True  # regenerate the offending chunk when the deadline allows
+    regenerate_deadline: Literal["realtime", "always"] = "realtime"  # always: even past the chunk's duration
+    regenerate_budget: float = Field(1.0, gt=0)  # realtime: both attempts within this x the chunk's duration
     reanchor_blend: float = Field(1.0, ge=0.0, le=1.0)  # 1: re-encode motion from the reference
 
 
