@@ -235,7 +235,7 @@ class PushConfig(_Section):
     enabled: bool = True  # the ZeroMQ endpoint (ipc in the runtime dir unless bus.transport=tcp)
     http_enabled: bool = False
     http_host: str = "127.0.0.1"
-    http_port: int = Field(47880, ge=1, le=65535)
+    http_port: int = Field(47880, ge=0, le=65535)  # 0: any free port (logged)
     token: SecretStr | None = None  # null: generated at start, written to <runtime_dir>/push.token (0600)
     max_packet_s: float = Field(30.0, gt=0)  # longest PCM packet accepted
 

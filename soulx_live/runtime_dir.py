@@ -15,9 +15,12 @@ from pathlib import Path
 from .config import BusConfig
 from .protocol import SOCKET_NAMES
 
-__all__ = ["RuntimeDirError", "endpoint", "runtime_dir"]
+__all__ = ["PUSH_SOCKET_NAMES", "RuntimeDirError", "endpoint", "runtime_dir"]
 
 log = logging.getLogger(__name__)
+
+# The push API's sockets (soulx_live.push): tcp ports follow the bus sockets, tcp_port + len(SOCKET_NAMES) + index.
+PUSH_SOCKET_NAMES = ("push", "push-events")
 
 _UNIX_PATH_MAX = 107  # sun_path is 108 bytes on Linux, including the terminating NUL
 
@@ -63,19 +66,21 @@ def runtime_dir(bus: BusConfig | None = None) -> Path:
 
 
 def endpoint(name: str, bus: BusConfig) -> str:
-    """The ZeroMQ address of socket ``name`` (one of :data:`soulx_live.protocol.SOCKET_NAMES`).
+    """The ZeroMQ address of socket ``name`` (one of :data:`soulx_live.protocol.SOCKET_NAMES` or
+    :data:`PUSH_SOCKET_NAMES`).
 
     ipc: ``ipc://<runtime dir>/<name>.ipc`` (creates/checks the folder). tcp: ``tcp://<tcp_host>:<port>``
     with ``port = tcp_port + index of name``; a host other than loopback is logged as a warning, as the
     sockets carry no authentication yet.
     """
-    if name not in SOCKET_NAMES:
-        raise ValueError(f"unknown socket {name!r}; known sockets: {', '.join(SOCKET_NAMES)}")
+    names = SOCKET_NAMES + PUSH_SOCKET_NAMES
+    if name not in names:
+        raise ValueError(f"unknown socket {name!r}; known sockets: {', '.join(names)}")
     if bus.transport == "tcp":
-        if not _is_loopback(bus.tcp_host):
+        if not _is_loopback(bus.tcp_host) and name != "push":  # push requests carry a token; events do not
             log.warning("bus socket %s listens on %s, reachable from other machines without authentication",
                         name, bus.tcp_host)
-        return f"tcp://{bus.tcp_host}:{bus.tcp_port + SOCKET_NAMES.index(name)}"
+        return f"tcp://{bus.tcp_host}:{bus.tcp_port + names.index(name)}"
     address = runtime_dir(bus) / f"{name}.ipc"
     if len(os.fsencode(address)) > _UNIX_PATH_MAX:
         raise RuntimeDirError(f"socket path {address} is longer than the {_UNIX_PATH_MAX} bytes Unix sockets allow; "

@@ -1,0 +1,13 @@
+"""The push API: external apps (TTS hosts, agents) push PCM or text to a running daemon and receive
+speech events (started, finished, interrupted with the played position).
+
+Two transports share one request core (:mod:`soulx_live.push.core`):
+
+- ZeroMQ (:mod:`soulx_live.push.server`): a ROUTER socket ``push`` (REQ clients) for requests and a PUB
+  socket ``push-events`` for :class:`~soulx_live.push.utterances.SpeechEvent`; ipc in the private runtime
+  folder, or tcp on ``bus.tcp_host`` when ``bus.transport=tcp``.
+- HTTP + WebSocket on one port (:mod:`soulx_live.push.http`), only with ``push.http_enabled``.
+
+Every request carries the push token (``push.token``, else generated at start into
+``<runtime_dir>/push.token``, mode 0600). The token itself is never logged.
+"""

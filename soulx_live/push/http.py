@@ -1,0 +1,299 @@
+"""HTTP + WebSocket push endpoint on one port (aiohttp), served from its own thread and event loop.
+
+Routes (all need ``Authorization: Bearer <token>``; ``/v1/events`` also takes ``?token=``):
+
+- ``POST /v1/audio``: a WAV body, or raw PCM with ``?rate=24000&format=s16le|f32le&channels=1|2``;
+  optional ``&utterance_id=``. -> ``{"type": "ReceiptReply", "utterance_id", "start_s", "duration_s"}``
+- ``POST /v1/say``: ``{"text": "...", "voice": null}`` -> ReceiptReply
+- ``POST /v1/interrupt`` -> ``{"type": "InterruptedReply", "epoch"}``; ``GET /v1/status`` -> StatusReply
+- ``GET /v1/events``: WebSocket. The server sends speech events as JSON text
+  (``{"type": "SpeechEventMsg", "kind", "utterance_id", "position_s", "played_s"}``). The client may send
+  ``{"type": "format", "format": "s16le", "rate": 24000, "channels": 1}`` and then binary PCM frames,
+  and ``{"type": "say"|"interrupt"|"status", ...}``; each gets a JSON reply on the same socket.
+
+Errors: ``{"type": "ErrorReply", "code", "message"}`` with 400 (bad input), 401 (token), 413 (too large),
+500 (daemon failure). Bodies over the byte cap are refused from Content-Length before they are read.
+"""
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import json
+import logging
+import threading
+from typing import Any
+
+import msgspec
+from aiohttp import WSMsgType, web
+
+from .core import HTTP_STATUS, PushCore
+from .messages import ErrorReply, MessageError, Reply, SpeechEventMsg, request_from_json
+from .pcm import PcmError, PcmSpec, check_spec, parse_wav
+
+__all__ = ["PushHttpServer"]
+
+log = logging.getLogger(__name__)
+
+_WS_TYPES = {"say": "SayRequest", "interrupt": "InterruptRequest", "status": "StatusRequest"}
+_QUEUE_MAX = 256
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _response(reply: Reply) -> web.Response:
+    status = HTTP_STATUS.get(reply.code, 400) if isinstance(reply, ErrorReply) else 200
+    return web.Response(body=msgspec.json.encode(reply), status=status, content_type="application/json")
+
+
+def _error(code: str, message: str) -> web.Response:
+    return _response(ErrorReply(code=code, message=message))
+
+
+class PushHttpServer:
+    def __init__(self, core: PushCore, host: str, port: int, max_bytes: int) -> None:
+        self.core = core
+        self.host = host
+        self.port = port
+        self.max_bytes = max_bytes
+        self.url: str | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._runner: web.AppRunner | None = None
+        self._thread: threading.Thread | None = None
+        self._clients: set[asyncio.Queue[str | None]] = set()
+
+    # -- lifecycle (any thread) ------------------------------------------------------------------
+
+    def start(self) -> str:
+        """Bind and serve; returns ``http://host:port`` (the bound port when ``port`` is 0)."""
+        if not _is_loopback(self.host):
+            log.warning("push HTTP listens on %s: reachable from other machines, protected by the token only and "
+                        "unencrypted; keep it on 127.0.0.1 or put TLS in front", self.host)
+        ready = threading.Event()
+        failure: list[BaseException] = []
+
+        def main() -> None:
+            loop = asyncio.new_event_loop()
+            self._loop = loop
+            try:
+                loop.run_until_complete(self._setup())
+            except BaseException as exc:  # noqa: BLE001 - bind errors go back to start(), re-raised there
+                failure.append(exc)
+                ready.set()
+                loop.close()
+                return
+            ready.set()
+            loop.run_forever()
+            loop.run_until_complete(self._runner.cleanup())  # type: ignore[union-attr]
+            loop.close()
+
+        self._thread = threading.Thread(target=main, name="push-http", daemon=True)
+        self._thread.start()
+        ready.wait(10)
+        if failure:
+            raise RuntimeError(f"push HTTP cannot listen on {self.host}:{self.port}: {failure[0]}; "
+                               "set push.http_port to a free port (or 0 for any)") from failure[0]
+        return self.url  # type: ignore[return-value]
+
+    def close(self) -> None:
+        loop = self._loop
+        if loop is None or self._thread is None:
+            return
+
+        def stop() -> None:
+            for q in list(self._clients):
+                q.put_nowait(None)
+            loop.call_later(0.05, loop.stop)
+
+        loop.call_soon_threadsafe(stop)
+        self._thread.join(timeout=5)
+        self._thread = None
+
+    def publish(self, event: SpeechEventMsg) -> None:
+        """Fan an event out to every WebSocket client (called from any thread)."""
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        text = msgspec.json.encode(event).decode()
+        try:
+            loop.call_soon_threadsafe(self._fanout, text)
+        except RuntimeError:  # loop closed meanwhile
+            pass
+
+    # -- inside the loop -------------------------------------------------------------------------
+
+    async def _setup(self) -> None:
+        app = web.Application(client_max_size=self.max_bytes, middlewares=[self._auth])
+        app.router.add_post("/v1/audio", self._audio)
+        app.router.add_post("/v1/say", self._say)
+        app.router.add_post("/v1/interrupt", self._interrupt)
+        app.router.add_get("/v1/status", self._status)
+        app.router.add_get("/v1/events", self._events)
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.host, self.port)
+        await site.start()
+        port = self._runner.addresses[0][1]
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        self.url = f"http://{host}:{port}"
+
+    def _fanout(self, text: str) -> None:
+        for q in list(self._clients):
+            if q.full():
+                log.warning("a push WebSocket client is not reading events; dropping one")
+                continue
+            q.put_nowait(text)
+
+    @web.middleware
+    async def _auth(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        given = None
+        header = request.headers.get("Authorization", "")
+        if header.startswith("Bearer "):
+            given = header[7:].strip()
+        elif request.path == "/v1/events":
+            given = request.query.get("token")
+        if not self.core.authorized(given):
+            log.warning("push HTTP %s %s rejected: missing or wrong token", request.method, request.path)
+            return _response(self.core.unauthorized())
+        if request.content_length is not None and request.content_length > self.max_bytes:
+            return _error("too_large", f"the body is {request.content_length} bytes; at most {self.max_bytes} "
+                                       f"(push.max_packet_s={self.core.max_packet_s:g} s of audio per request)")
+        try:
+            return await handler(request)
+        except web.HTTPRequestEntityTooLarge:
+            return _error("too_large", f"the body is larger than {self.max_bytes} bytes; split the audio")
+
+    async def _run(self, fn: Any, *args: Any) -> Reply:
+        return await asyncio.get_running_loop().run_in_executor(None, fn, *args)
+
+    async def _audio(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        q = request.query
+        try:
+            if request.content_type in ("audio/wav", "audio/x-wav", "audio/wave") or body[:4] == b"RIFF":
+                spec, data = parse_wav(body)
+            else:
+                if "rate" not in q:
+                    return _error("bad_audio", "raw PCM needs ?rate=<Hz> (and format=s16le|f32le, channels=1|2), "
+                                               "or send a WAV file")
+                spec = PcmSpec(q.get("format", "s16le"), int(q["rate"]), int(q.get("channels", "1")))
+                data = memoryview(body)
+        except PcmError as exc:
+            return _error(exc.code, str(exc))
+        except ValueError:
+            return _error("bad_audio", "rate and channels must be integers, e.g. ?rate=24000&channels=1")
+        return _response(await self._run(self.core.push_pcm, spec, data, q.get("utterance_id")))
+
+    async def _say(self, request: web.Request) -> web.Response:
+        raw = await _json_body(request)
+        if isinstance(raw, web.Response):
+            return raw
+        reply = self._from_json(raw, "SayRequest")
+        if isinstance(reply, ErrorReply):
+            return _response(reply)
+        return _response(await self._run(self._handle, reply))
+
+    async def _interrupt(self, request: web.Request) -> web.Response:
+        return _response(await self._run(self._handle, self._from_json({}, "InterruptRequest")))
+
+    async def _status(self, request: web.Request) -> web.Response:
+        return _response(await self._run(self._handle, self._from_json({}, "StatusRequest")))
+
+    def _handle(self, req: Any) -> Reply:
+        return self.core.handle(req, None, authenticated=True)
+
+    def _from_json(self, raw: object, type_name: str) -> Any:
+        if not isinstance(raw, dict):
+            return ErrorReply(code="malformed", message="the body must be a JSON object")
+        try:
+            return request_from_json({**raw, "type": type_name})
+        except MessageError as exc:
+            self.core.rejected += 1
+            return ErrorReply(code=exc.code, message=str(exc))
+
+    async def _events(self, request: web.Request) -> web.StreamResponse:
+        ws = web.WebSocketResponse(max_msg_size=self.max_bytes, heartbeat=20)
+        await ws.prepare(request)
+        queue: asyncio.Queue[str | None] = asyncio.Queue(_QUEUE_MAX)
+        self._clients.add(queue)
+        sender = asyncio.create_task(self._pump(ws, queue))
+        spec: PcmSpec | None = None
+        try:
+            async for msg in ws:
+                if msg.type == WSMsgType.TEXT:
+                    spec, reply = await self._ws_text(msg.data, spec)
+                elif msg.type == WSMsgType.BINARY:
+                    if spec is None:
+                        reply = ErrorReply(code="bad_request", message='send {"type": "format", "format": "s16le", '
+                                                                       '"rate": 24000, "channels": 1} before PCM frames')
+                    else:
+                        reply = await self._run(self.core.push_pcm, spec, msg.data, None)
+                else:
+                    break
+                if reply is not None:
+                    _offer(queue, msgspec.json.encode(reply).decode())
+        finally:
+            self._clients.discard(queue)
+            _offer(queue, None)
+            await sender
+        return ws
+
+    async def _ws_text(self, text: str, spec: PcmSpec | None) -> tuple[PcmSpec | None, Reply | None]:
+        try:
+            raw = json.loads(text)
+        except ValueError as exc:
+            return spec, ErrorReply(code="malformed", message=f"not JSON: {exc}")
+        if not isinstance(raw, dict) or "type" not in raw:
+            return spec, ErrorReply(code="malformed", message='a command is a JSON object with a "type": '
+                                                              'format, say, interrupt or status')
+        if raw["type"] == "format":
+            try:
+                new = PcmSpec(str(raw.get("format", "s16le")), int(raw["rate"]), int(raw.get("channels", 1)))
+                check_spec(new)
+            except (KeyError, TypeError, ValueError) as exc:
+                msg = str(exc) if isinstance(exc, PcmError) else 'format needs "rate" (Hz) and integer "channels"'
+                return spec, ErrorReply(code="bad_audio", message=msg)
+            return new, None
+        raw = {**raw, "type": _WS_TYPES.get(raw["type"], raw["type"])}
+        if raw["type"] == "PushPcm":
+            return spec, ErrorReply(code="bad_request", message="send PCM as binary frames after a format message")
+        try:
+            req = request_from_json(raw)
+        except MessageError as exc:
+            self.core.rejected += 1
+            return spec, ErrorReply(code=exc.code, message=str(exc))
+        return spec, await self._run(self._handle, req)
+
+    async def _pump(self, ws: web.WebSocketResponse, queue: asyncio.Queue[str | None]) -> None:
+        while True:
+            text = await queue.get()
+            if text is None:
+                if not ws.closed:
+                    await ws.close()
+                return
+            try:
+                await ws.send_str(text)
+            except ConnectionError:
+                return
+
+
+def _offer(queue: asyncio.Queue[str | None], item: str | None) -> None:
+    if item is None:
+        while queue.full():
+            queue.get_nowait()
+    if not queue.full():
+        queue.put_nowait(item)
+
+
+async def _json_body(request: web.Request) -> object:
+    text = await request.text()
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        return _error("malformed", f"the body is not JSON ({exc}); send e.g. {{\"text\": \"hello\"}}")

@@ -1,0 +1,168 @@
+"""Push API messages on the ZeroMQ transport: typed, versioned msgspec structs (msgpack maps).
+
+A request is a multipart message ``[header]`` or, for :class:`PushPcm`, ``[header, pcm bytes]``; the
+reply is one :class:`Reply` frame. Events on ``push-events`` are ``[b"speech", SpeechEventMsg]``.
+Every map has a ``type`` tag and a version ``v``; another ``v`` is refused with an error reply naming it.
+The HTTP/WebSocket transport uses the same field names in JSON.
+"""
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import msgspec
+
+__all__ = [
+    "EVENTS_TOPIC",
+    "PUSH_VERSION",
+    "ErrorCode",
+    "ErrorReply",
+    "InterruptRequest",
+    "InterruptedReply",
+    "MessageError",
+    "PcmFormat",
+    "PushPcm",
+    "ReceiptReply",
+    "Reply",
+    "Request",
+    "SayRequest",
+    "SpeechEventMsg",
+    "StatusReply",
+    "StatusRequest",
+    "decode_reply",
+    "decode_request",
+    "encode",
+]
+
+PUSH_VERSION = 1
+EVENTS_TOPIC = b"speech"
+
+PcmFormat = Literal["s16le", "f32le"]
+ErrorCode = Literal["unauthorized", "malformed", "version", "unknown_type", "bad_audio", "too_large",
+                    "bad_request", "failed"]
+
+
+class _Msg(msgspec.Struct, tag=True, tag_field="type", kw_only=True, frozen=True):
+    v: int = PUSH_VERSION
+
+
+class _Req(_Msg, kw_only=True):
+    token: str = ""
+
+
+class PushPcm(_Req, kw_only=True):
+    """Raw PCM in the next frame: interleaved ``format`` samples, ``channels`` (1-2), any ``sample_rate``."""
+
+    format: str = "s16le"
+    sample_rate: int = 16000
+    channels: int = 1
+    utterance_id: str | None = None
+
+
+class SayRequest(_Req, kw_only=True):
+    text: str
+    voice: str | None = None
+    utterance_id: str | None = None
+
+
+class InterruptRequest(_Req, kw_only=True):
+    pass
+
+
+class StatusRequest(_Req, kw_only=True):
+    pass
+
+
+Request = PushPcm | SayRequest | InterruptRequest | StatusRequest
+
+
+class ReceiptReply(_Msg, kw_only=True):
+    """The utterance was queued: where it sits on the session timeline."""
+
+    utterance_id: str
+    start_s: float
+    duration_s: float
+
+
+class InterruptedReply(_Msg, kw_only=True):
+    epoch: int
+
+
+class StatusReply(_Msg, kw_only=True):
+    status: dict[str, Any]
+
+
+class ErrorReply(_Msg, kw_only=True):
+    code: str
+    message: str
+
+
+Reply = ReceiptReply | InterruptedReply | StatusReply | ErrorReply
+
+
+class SpeechEventMsg(_Msg, kw_only=True):
+    kind: str  # started | finished | interrupted
+    utterance_id: str
+    position_s: float
+    played_s: float
+
+
+class MessageError(ValueError):
+    """Bytes that are not a request this build understands; ``code`` is the ErrorReply code."""
+
+    def __init__(self, code: ErrorCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+_encoder = msgspec.msgpack.Encoder()
+_req_decoder = msgspec.msgpack.Decoder(Request)
+_reply_decoder = msgspec.msgpack.Decoder(Reply | SpeechEventMsg)
+_REQUEST_TYPES = frozenset(cls.__name__ for cls in Request.__args__)
+
+
+def encode(msg: msgspec.Struct) -> bytes:
+    return _encoder.encode(msg)
+
+
+def check_map(raw: object, types: frozenset[str] = _REQUEST_TYPES) -> None:
+    """Raise :class:`MessageError` for a map with another version or an unknown type (JSON or msgpack)."""
+    if not isinstance(raw, dict) or "type" not in raw:
+        raise MessageError("malformed", f"a request is a map with a 'type' field (one of {', '.join(sorted(types))})")
+    if raw.get("v", PUSH_VERSION) != PUSH_VERSION:
+        raise MessageError("version", f"{raw['type']} has push message version {raw.get('v')!r}; this daemon speaks "
+                                      f"version {PUSH_VERSION} (update the client or the daemon)")
+    if raw["type"] not in types:
+        raise MessageError("unknown_type", f"unknown request type {raw['type']!r}; known: {', '.join(sorted(types))}")
+
+
+def decode_request(data: bytes | bytearray | memoryview) -> Request:
+    """Parse one request header; :class:`MessageError` says what is wrong with it."""
+    try:
+        msg = _req_decoder.decode(data)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        try:
+            raw = msgspec.msgpack.decode(data)
+        except msgspec.DecodeError:
+            raise MessageError("malformed", f"not a msgpack request ({len(data)} bytes): {exc}") from None
+        check_map(raw)
+        raise MessageError("malformed", f"invalid {raw['type']}: {exc}") from None
+    if msg.v != PUSH_VERSION:
+        check_map({"type": type(msg).__name__, "v": msg.v})
+    return msg
+
+
+def request_from_json(raw: object) -> Request:
+    """A request from a decoded JSON object (HTTP/WebSocket), checked like :func:`decode_request`."""
+    check_map(raw)
+    try:
+        return msgspec.convert(raw, Request)
+    except msgspec.ValidationError as exc:
+        raise MessageError("malformed", f"invalid {raw['type']}: {exc}") from None  # type: ignore[index]
+
+
+def decode_reply(data: bytes | bytearray | memoryview) -> Reply | SpeechEventMsg:
+    msg = _reply_decoder.decode(data)
+    if msg.v != PUSH_VERSION:
+        raise MessageError("version", f"the daemon answered with push message version {msg.v}; this client speaks "
+                                      f"version {PUSH_VERSION} (run the same soulx-live version on both ends)")
+    return msg
