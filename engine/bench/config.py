@@ -1,0 +1,73 @@
+"""What one benchmark run measures: the chunk shape, the step count, precision, parallelism and kernels."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+__all__ = ["ATTENTION_CHOICES", "DTYPES", "MOTION_FRAMES", "BenchConfig", "BenchConfigError", "torch_dtype"]
+
+DTYPES: dict[str, torch.dtype] = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+ATTENTION_CHOICES = ("auto", "sdpa", "flash", "math")
+MOTION_FRAMES = 5
+
+
+class BenchConfigError(ValueError):
+    """A configuration the benchmark cannot run; the message names the flag to change."""
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """One benchmark configuration. ``tiny`` shrinks every model's widths (checks the code, not the speed)."""
+
+    frames: int = 33
+    height: int = 768
+    width: int = 448
+    steps: int = 4
+    dtype: str = "bf16"
+    chunks: int = 3
+    tiny: bool = False
+    device: str = "cuda"
+    seed: int = 9999
+    world_size: int = 1
+    attention_backend: str = "auto"
+    compile: bool = False
+
+    @classmethod
+    def tiny_defaults(cls, **overrides: object) -> BenchConfig:
+        """The CPU self-check: 9 frames of 32x32, fp32, tiny widths."""
+        base = {"frames": 9, "height": 32, "width": 32, "dtype": "fp32", "tiny": True, "device": "cpu"}
+        return cls(**(base | overrides))  # type: ignore[arg-type]
+
+    def validate(self) -> None:
+        """Raise :class:`BenchConfigError` naming the offending flag."""
+        if self.frames <= MOTION_FRAMES or (self.frames - 1) % 4:
+            raise BenchConfigError(f"--frames must be 4k+1 and > {MOTION_FRAMES}, got {self.frames}")
+        if self.height % 16 or self.width % 16 or self.height <= 0 or self.width <= 0:
+            raise BenchConfigError(f"--height and --width must be positive multiples of 16, got {self.height}x{self.width}")
+        if self.chunks < 1 or self.steps < 1:
+            raise BenchConfigError(f"--chunks and --steps must be >= 1, got {self.chunks}, {self.steps}")
+        if self.dtype not in DTYPES:
+            raise BenchConfigError(f"--dtype must be one of {sorted(DTYPES)}, got {self.dtype!r}")
+        if self.attention_backend not in ATTENTION_CHOICES:
+            raise BenchConfigError(f"--attention must be one of {ATTENTION_CHOICES}, got {self.attention_backend!r}")
+        if self.world_size < 1:
+            raise BenchConfigError(f"--world-size must be >= 1, got {self.world_size}")
+        if self.world_size > 1:
+            from engine.bench.models import dit_config
+
+            heads = dit_config(self.tiny).num_heads
+            if heads % self.world_size:  # Ulysses only (engine.parallel): the degree must divide the heads
+                fits = [w for w in range(1, heads + 1) if heads % w == 0]
+                raise BenchConfigError(f"--world-size {self.world_size} does not divide the DiT's {heads} heads; "
+                                       f"use one of {fits}")
+        if self.device.startswith("cuda") and not torch.cuda.is_available():
+            raise BenchConfigError("no CUDA device: run on a GPU machine, or use --tiny for the CPU check")
+
+    @property
+    def frames_out(self) -> int:
+        return self.frames - MOTION_FRAMES
+
+
+def torch_dtype(cfg: BenchConfig) -> torch.dtype:
+    return DTYPES[cfg.dtype]
