@@ -274,15 +274,9 @@ def cmd_status(args: argparse.Namespace) -> int:
 
         _out(msgspec.json.encode(reply).decode())
         return EXIT_OK
-    lines = [
-        f"state     {reply.state}" + (f" ({reply.detail})" if reply.detail else ""),
-        f"engine    {reply.engine}",
-        f"session   {reply.session_id or '-'}",
-        f"chunks    {reply.chunks_done}",
-        f"uptime    {reply.uptime_s:.1f} s",
-    ]
-    lines += [f"sink      {name}: {state}" for name, state in sorted(reply.sinks.items())]
-    _out("\n".join(lines))
+    from soulx_live.status_table import format_status
+
+    _out(format_status(reply))
     return EXIT_OK
 
 

@@ -376,6 +376,7 @@ class Daemon:
         self._fed_samples = 0  # samples moved from the ring to the engine
         self._timeline_skip = 0  # samples of the fed timeline that never became frames (in-process resets)
         self._engine_note = ("", "")  # process isolation: last (state, detail) from the supervisor
+        self._engine_rss_mb = 0.0  # process isolation: the worker's RSS from the memory watch
         self.metrics: Any = None  # soulx_live.metrics.DaemonMetrics when metrics are on and built
         self._interrupt_mono = 0.0  # when the newest interrupt was asked for (barge-in latency)
         self._bargein_seen = 0  # newest epoch whose latency was observed
@@ -732,7 +733,7 @@ class Daemon:
         load_avatar(config.engine.avatar)  # a bad path fails here, with the same message as in-process
         self.sinks = self._sink_factory(config)
         worker = WorkerEngine(config, subscribers=len(self.sinks), on_state=self._on_engine_state,
-                              health_checks=self._health_checks())
+                              health_checks=self._health_checks(), on_chunk_time=self._on_worker_chunk_time)
         self._start_sinks(worker.frames_address, wrap=True)
         try:
             log.info("starting the %s engine in a worker process", config.engine.kind)
@@ -824,17 +825,25 @@ class Daemon:
             self._observe("add_restart", _restart_reason(detail))
             log.warning("engine worker restarting (%s); the sinks hold the picture meanwhile", detail)
 
+    def _on_worker_chunk_time(self, compute_s: float) -> None:
+        """Supervisor thread: the worker's compute time of its latest chunk (from its heartbeat)."""
+        spec = self.spec
+        if spec is not None:
+            self._observe("observe_chunk", compute_s, spec.chunk_duration_s)
+
     def _health_checks(self) -> list[Callable[[int], str | None]]:
-        """Worker health checks from the config: the memory watermark when ``supervisor.memory_limit_mb`` is set."""
+        """Worker health checks: the memory watermark (``supervisor.memory_limit_mb``) and leak trend."""
+        from soulx_live.memory_watch import MemoryWatch
+
         sup = self.config.supervisor
-        if sup.memory_limit_mb is None:
-            return []
-        try:
-            from soulx_live.memory_watch import MemoryWatch
-        except ImportError:
-            log.warning("supervisor.memory_limit_mb is set but this build has no memory watch; not enforced")
-            return []
-        return [MemoryWatch(sup.memory_limit_mb, sup.leak_mb_per_hour).check]
+        watch = MemoryWatch(sup.memory_limit_mb, sup.leak_mb_per_hour)
+
+        def check(pid: int) -> str | None:
+            verdict = watch.check(pid)
+            self._engine_rss_mb = watch.last_rss_mb
+            return verdict
+
+        return [check]
 
     def _await_sink_threads(self) -> None:
         """Until every sink thread has finished (EndOfStream, or quiet after the end) or the drain is aborted."""
@@ -899,6 +908,10 @@ class Daemon:
         if metrics is None:
             return {}
         try:
+            from soulx_live.memory_watch import process_rss_bytes
+
+            own = process_rss_bytes(os.getpid(), children=False)
+            metrics.set_memory(own + int(self._engine_rss_mb * 2**20))
             return {str(k): float(v) for k, v in metrics.snapshot().items()}
         except Exception:
             log.debug("metrics snapshot failed", exc_info=True)

@@ -39,7 +39,8 @@ class WorkerEngine:
     """One supervised engine worker process for the daemon. Thread-safe except ``start``/``close``."""
 
     def __init__(self, config: SoulxConfig, *, subscribers: int, on_state: StateListener | None = None,
-                 health_checks: Sequence[Callable[[int], str | None]] = ()) -> None:
+                 health_checks: Sequence[Callable[[int], str | None]] = (),
+                 on_chunk_time: Callable[[float], None] | None = None) -> None:
         from soulx_live.supervisor import EngineClient, Supervisor, WorkerLaunch
 
         self.config = config
@@ -53,6 +54,8 @@ class WorkerEngine:
                                      "sample_rate": config.audio.sample_rate}
         if health_checks:
             kwargs["health_checks"] = tuple(health_checks)
+        if on_chunk_time is not None:
+            kwargs["on_progress"] = lambda beat: on_chunk_time(beat.last_step_ms / 1000.0)
         self.supervisor = Supervisor(config.supervisor, launch, **kwargs)  # type: ignore[arg-type]
 
     # -- lifecycle -------------------------------------------------------------------------------

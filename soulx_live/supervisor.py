@@ -288,7 +288,8 @@ class Supervisor:
 
     def __init__(self, cfg: SupervisorConfig, launch: WorkerLaunch, *, client: EngineClient | None = None,
                  on_state: StateCallback | None = None, sample_rate: int = 16000,
-                 health_checks: Sequence[HealthCheck] = ()) -> None:
+                 health_checks: Sequence[HealthCheck] = (),
+                 on_progress: Callable[[p.Heartbeat], None] | None = None) -> None:
         self.cfg = cfg
         self.launch = launch
         self.client = client or EngineClient(sample_rate)
@@ -298,6 +299,7 @@ class Supervisor:
         self.stats = SupervisorStats()
         self._on_state = on_state
         self.health_checks = tuple(health_checks)
+        self._on_progress = on_progress  # called (supervisor thread) with each heartbeat that reports new chunks
         self._child: _Child | None = None
         self._restart_times: deque[float] = deque()
         self._generation = 0
@@ -417,6 +419,8 @@ class Supervisor:
             self._ready_event.set()
         elif isinstance(msg, p.Heartbeat):
             child.last_heartbeat = now
+            if msg.chunks_done != child.chunks_done and self._on_progress is not None:
+                self._on_progress(msg)  # a chunk was made since the last heartbeat: its step time for metrics
             if msg.chunks_done != child.chunks_done or child.queue_depth == 0:
                 child.progress_at = now  # advancing, or idle until now: the stall clock starts afresh
             child.chunks_done, child.queue_depth = msg.chunks_done, msg.queue_depth
