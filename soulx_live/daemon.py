@@ -275,7 +275,8 @@ def _script_source(config: SoulxConfig, block_samples: int) -> AudioSource:
         raise DaemonError(f"audio.source=script is not available in this build: {exc}") from exc
     try:
         tts = build_tts(config.tts)
-        return ScriptSource(config.tts.script, tts, sample_rate=config.audio.sample_rate, block_samples=block_samples)
+        return ScriptSource(config.tts.script, tts, sample_rate=config.audio.sample_rate, block_samples=block_samples,
+                            realtime=config.audio.realtime, loop=config.tts.loop_script)
     except Exception as exc:  # TtsError, a bad script: their messages name the fix
         raise DaemonError(f"audio.source=script: {exc}") from exc
 
@@ -283,8 +284,8 @@ def _script_source(config: SoulxConfig, block_samples: int) -> AudioSource:
 def choose_isolation(config: SoulxConfig, *, injected_engine: bool = False) -> str:
     """``"process"`` (supervised worker) or ``"thread"`` (in this process) for this configuration.
 
-    ``auto``: process for live input (mic, loopback, push, script, a file played in real time),
-    in-process for a file rendered as fast as possible. An injected engine cannot cross a process
+    ``auto``: process for live input (mic, loopback, push, a file or script played in real time),
+    in-process for a file or script rendered as fast as possible. An injected engine cannot cross a process
     boundary, so it always runs in-process (``isolation=process`` with one is an error).
     """
     mode = config.supervisor.isolation
@@ -295,7 +296,7 @@ def choose_isolation(config: SoulxConfig, *, injected_engine: bool = False) -> s
         return "thread"
     if mode != "auto":
         return mode
-    live = config.audio.source != "file" or config.audio.realtime
+    live = config.audio.source not in ("file", "script") or config.audio.realtime
     return "process" if live else "thread"
 
 

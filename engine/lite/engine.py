@@ -24,6 +24,8 @@ import numpy as np
 from engine.interface import ChunkSpec, FrameChunk, SessionRequest, mono_pcm
 from engine.lite.animator import blink_amount, idle_pose, speaking_pose
 from engine.lite.audio_features import MouthFeatureConfig, MouthFeatureState, mouth_features
+from engine.lite.visemes import VisemeTrack
+from engine.lite.visemes import apply as apply_viseme
 from engine.lite.default_avatar import default_avatar_layout, draw_default_avatar
 from engine.lite.face_locator import locate_face
 from engine.lite.renderer import LiteRenderer, fit_portrait
@@ -81,6 +83,7 @@ class LiteSession:
         self._history = np.zeros(self._features.pre_samples, dtype=np.float32)
         self._state = MouthFeatureState.initial(self._features)
         self._emphasis = 0.0
+        self._visemes = VisemeTrack()
 
     @property
     def frame_index(self) -> int:
@@ -94,6 +97,11 @@ class LiteSession:
 
     def push_audio(self, pcm: np.ndarray) -> None:
         self._pending = np.concatenate([self._pending, mono_pcm(pcm)])
+
+    def push_phonemes(self, spans: list[tuple[int, int, str]]) -> None:
+        """Phoneme timings ``(start_sample, end_sample, ipa)`` on this session's timeline (from the TTS): the lips
+        take each phoneme's shape (closed on m/b/p, round on o/u...) while the audio sets how far they open."""
+        self._visemes.add(spans)
 
     def chunks_ready(self) -> int:
         usable = self._pending.shape[0] - self._features.lookahead_samples
@@ -110,7 +118,11 @@ class LiteSession:
         self._pending = self._pending[n * spf :]
         frames = np.empty((n, self.spec.height, self.spec.width, 3), dtype=np.uint8)
         for i in range(n):
-            self._render(self._frame + i, float(opening[i]), float(shape[i]), out=frames[i])
+            frame = self._frame + i
+            viseme = self._visemes.at(frame * spf + spf // 2) if len(self._visemes) else None
+            frame_open, frame_shape = apply_viseme(viseme, float(opening[i]), float(shape[i]))
+            self._render(frame, frame_open, frame_shape, out=frames[i])
+        self._visemes.prune((self._frame + n) * spf)
         chunk = FrameChunk(
             session_id=self.session_id, seq=self._seq, first_frame=self._frame, frames=frames, audio=audio, audio_t0=self._frame * spf
         )

@@ -262,52 +262,60 @@ def test_say_synthesises_queues_and_forwards_phonemes(monkeypatch: pytest.Monkey
     assert seen[0] == [(start, start + int(0.2 * SR), "h"), (start + int(0.2 * SR), start + SR // 2, "oU")]
 
 
-def test_script_source_is_built_and_its_phonemes_forwarded(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """audio.source=script builds ScriptSource(path, tts, sample_rate=, block_samples=) (contract C3) and
-    sets its ``on_phonemes`` to the daemon's forwarder; here with stand-ins for both."""
-    import types
-
+def test_script_source_speaks_with_real_espeak_and_forwards_phonemes(tmp_path: Path) -> None:
+    """audio.source=script with the real espeak-ng and ScriptSource, rendered as fast as possible (in-process):
+    the recorder gets the script's whole timeline and the lite session gets every line's phoneme spans."""
     from engine.lite.engine import LiteConfig, LiteEngine
-    from soulx_live.audio.file_source import FileSource
 
-    made: list[object] = []
-
-    class FakeScript(FileSource):
-        def __init__(self, path, tts, *, sample_rate, block_samples):  # type: ignore[no-untyped-def]
-            super().__init__(_tone(0.6), sample_rate=sample_rate, block_samples=block_samples, realtime=True)
-            self.on_phonemes = None
-            self.args = (path, tts)
-            made.append(self)
-
-        def blocks(self):  # type: ignore[no-untyped-def]
-            assert self.on_phonemes is not None, "the daemon did not set on_phonemes before playing"
-            self.on_phonemes([(0, 3200, "a")])
-            yield from super().blocks()
-
-    script_mod = types.ModuleType("soulx_live.audio.script_source")
-    script_mod.ScriptSource = FakeScript  # type: ignore[attr-defined]
-    tts = types.ModuleType("soulx_live.tts")
-    tts.build_tts = lambda config: "tts"  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "soulx_live.audio.script_source", script_mod)
-    monkeypatch.setitem(sys.modules, "soulx_live.tts", tts)
     seen: list[list[tuple[int, int, str]]] = []
 
     class Recording(LiteEngine):
         def start_session(self, request):  # type: ignore[no-untyped-def]
             session = super().start_session(request)
-            session.push_phonemes = seen.append  # type: ignore[attr-defined]
+            real = session.push_phonemes
+            session.push_phonemes = lambda spans: (seen.append(spans), real(spans))  # type: ignore[attr-defined]
             return session
 
     script = tmp_path / "lines.txt"
-    script.write_text("0.0 hello\n")
+    script.write_text("0.2 Hello there.\n+0.5 Welcome to the show.\n")
     with short_tmp() as root:
-        config = live_config(root, **{"audio.source": "script", "tts.script": str(script)})
+        config = live_config(root, **{"audio.source": "script", "tts.script": str(script), "audio.realtime": False})
         probe = ProbeSink()
-        code = Daemon(config, engine_factory=lambda _: Recording(LiteConfig(width=96, height=96)),
-                      sink_factory=lambda _: [probe]).run()
-    assert code == 0 and made and made[0].args == (script, "tts")  # type: ignore[attr-defined]
-    assert seen == [[(0, 3200, "a")]]
-    assert sum(w.n for w in probe.speech_writes()) == 15  # 0.6 s at 25 fps
+        daemon = Daemon(config, engine_factory=lambda _: Recording(LiteConfig(width=96, height=96)),
+                        sink_factory=lambda _: [probe])
+        assert daemon.isolation == "thread"
+        assert daemon.run() == 0
+    assert len(seen) == 2 and all(len(spans) >= 5 for spans in seen)
+    assert seen[0][0][0] >= int(0.2 * SR) and seen[1][0][0] > seen[0][-1][1] + int(0.4 * SR)
+    frames = sum(w.n for w in probe.snapshot())
+    assert frames * 640 >= seen[1][-1][1]  # the whole script was rendered
+    assert len(probe.speech_writes()) >= 5
+
+
+def test_say_over_the_push_api_with_real_espeak() -> None:
+    """`soulx-live say` path: PushClient.say -> daemon (worker process) -> real espeak-ng -> frames with speech,
+    and the started/finished events come back to the client."""
+    from soulx_live.push.client import PushClient
+
+    with short_tmp() as root:
+        daemon, probe = _push_daemon(root, **{"push.enabled": True})
+        runner = DaemonThread(daemon).start()
+        try:
+            _handler(daemon)
+            wait_for(lambda: daemon._push_server is not None and len(probe.snapshot()) >= 2, 15, "push server, idle")
+            with PushClient(daemon.config) as client:
+                client.subscribe()
+                client.say("Hello from the push API.")
+                kinds: list[str] = []
+                for event in client.events(timeout_s=10):
+                    kinds.append(event.kind)
+                    if event.kind == "finished":
+                        break
+            speech = probe.speech_writes()
+        finally:
+            runner.stop()
+    assert kinds[:1] == ["started"] and kinds[-1] == "finished", kinds
+    assert len(speech) >= 5
 
 
 class RecordingTracker:
