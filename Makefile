@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
-EXTRAS ?= engine,vcam,obs,http,audio,test
+EXTRAS ?= engine,vcam,obs,http,tts,audio,test
 
 .PHONY: demo test install clean
 

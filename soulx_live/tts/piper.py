@@ -38,4 +38,5 @@ class PiperSynthesizer:
         native = int(self._voice.config.sample_rate)
         from soulx_live.push.pcm import resample
 
-        return Utterance(text=text, pcm=resample(pcm, native, self.sample_rate), sample_rate=self.sample_rate)
+        speech = np.clip(resample(pcm, native, self.sample_rate), -1.0, 1.0)  # the resampler may overshoot full scale
+        return Utterance(text=text, pcm=speech, sample_rate=self.sample_rate)
