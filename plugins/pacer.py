@@ -46,7 +46,7 @@ class MediaClockPacer:
     """Maps output ticks to engine frames by pts; see the module docstring for the model."""
 
     def __init__(self, src_fps: Fraction | int, out_fps: Fraction | int, *, latency_ticks: int = 0,
-                 max_drift_frames: int = 6, capacity: int = 128) -> None:
+                 max_drift_frames: int = 6, capacity: int = 128, external_clock: bool = False) -> None:
         self.src_fps, self.out_fps = Fraction(src_fps), Fraction(out_fps)
         if self.src_fps <= 0 or self.out_fps <= 0:
             raise ValueError(f"frame rates must be positive, got {src_fps} and {out_fps}")
@@ -54,6 +54,9 @@ class MediaClockPacer:
             raise ValueError("latency_ticks and max_drift_frames must be >= 0 and capacity >= 1")
         self.latency_ticks, self.max_drift_frames, self.capacity = latency_ticks, max_drift_frames, capacity
         self._ratio = self.src_fps / self.out_fps  # engine frames per output tick
+        # external_clock: the caller picks frames with frame_for_index from a shared media clock (AvClock), which
+        # owns anchoring and drift; the pacer then only buffers by index (a new session still flushes it).
+        self.external_clock = external_clock
         self.stats = PacerStats()
         self._buf: deque[tuple[int, np.ndarray]] = deque()  # (engine index, frame), increasing index
         self._anchor: tuple[int, int] | None = None  # (k_a, s_a)
@@ -84,6 +87,14 @@ class MediaClockPacer:
             self._buf.popleft()
             self.stats.skipped_frames += 1
 
+    def drop_buffered(self) -> int:
+        """Forget every frame not shown yet (barge-in): the last frame shown stays up. Returns how many."""
+        dropped = len(self._buf)
+        self._buf.clear()
+        self.stats.skipped_frames += dropped
+        self._anchor = None
+        return dropped
+
     def resync(self) -> None:
         """Forget the anchor (e.g. the engine is holding or restarting): the next chunk starts at the next tick."""
         self._anchor = None
@@ -105,7 +116,11 @@ class MediaClockPacer:
         if tick < self._next_tick - 1:
             raise ValueError(f"ticks must not go backwards: {tick} after {self._next_tick - 1}")
         self._next_tick = tick + 1
-        want = self.source_index(tick)
+        return self.frame_for_index(self.source_index(tick))
+
+    def frame_for_index(self, want: int | None) -> tuple[int, np.ndarray] | None:
+        """``(engine index, frame)``: the newest buffered frame with index <= ``want`` (an external media clock,
+        e.g. :class:`plugins.av_clock.AvClock`, says which engine frame is due); the last one shown when none."""
         if want is not None:
             popped = 0
             while self._buf and self._buf[0][0] <= want:
@@ -122,6 +137,10 @@ class MediaClockPacer:
     # -- internals -------------------------------------------------------------------------------
 
     def _reset_reason(self, first_frame: int, session: str | None) -> str:
+        if self.external_clock:
+            if session is not None and self._session is not None and session != self._session:
+                return f"new session {session!r}"
+            return ""
         if self._anchor is None:
             return "first frames" if self._last is None else "resync"
         if session is not None and self._session is not None and session != self._session:

@@ -30,6 +30,7 @@ import numpy as np
 from engine.interface import ChunkSpec, FrameChunk
 from plugins.base import SinkError
 from plugins.frame_fit import FrameFitter
+from plugins.av_clock import AvClock
 from plugins.pacer import MediaClockPacer, PacerStats, TickClock
 
 if TYPE_CHECKING:
@@ -81,7 +82,7 @@ class VirtualCamSink:
     def __init__(self, cfg: VirtualCamConfig, *, backend: str | None = None, name: str = "virtualcam",
                  pad_rgb: tuple[int, int, int] = (0, 0, 0), latency_frames: int = 2, max_drift_frames: int = 6,
                  clock: Callable[[], float] | None = None, sleep: Callable[[float], object] | None = None,
-                 start_thread: bool = True) -> None:
+                 start_thread: bool = True, av_clock: AvClock | None = None) -> None:
         self.name = name
         self.cfg = cfg
         self.backend = backend
@@ -101,6 +102,9 @@ class VirtualCamSink:
         self._final_stats = PacerStats()
         self.frames_sent = 0
         self.shown_indices: list[int] = []  # engine index per camera frame, -1 for the slate (bounded)
+        self.av_clock = av_clock  # shared with the virtual microphone: frames due by the audio timeline
+        self._samples_per_frame = 0
+        self._epoch = 0
 
     # -- FrameSink -----------------------------------------------------------------------------
 
@@ -110,13 +114,16 @@ class VirtualCamSink:
         if self._camera is not None:
             raise SinkError(f"{self.name}: already open")
         pyvirtualcam = require("pyvirtualcam", "vcam", "the virtual camera sink")
+        self._samples_per_frame = spec.samples_per_frame
         self._slate = make_slate(self.fitter)
         self._camera = self._open_camera(pyvirtualcam)
         self._pacer = MediaClockPacer(spec.fps, Fraction(self.cfg.fps), latency_ticks=self._latency,
-                                      max_drift_frames=self._max_drift)
+                                      max_drift_frames=self._max_drift, external_clock=self.av_clock is not None)
         kwargs: dict[str, Any] = {"max_late_ticks": self._max_drift}
         if self._clock_fn is not None:
             kwargs["clock"] = self._clock_fn
+        elif self.av_clock is not None:
+            kwargs["clock"] = self.av_clock.now  # ticks and the shared clock on one time base
         kwargs["sleep"] = self._sleep_fn if self._sleep_fn is not None else self._stop.wait
         self._tick_clock = TickClock(self.cfg.fps, **kwargs)
         log.info("%s: %s camera %s at %dx%d %d fps (%s), engine %s fps", self.name, self._camera.backend,
@@ -133,7 +140,19 @@ class VirtualCamSink:
             raise SinkError(f"{self.name}: write() before open() or after close()")
         frames = [chunk.frames[i] for i in range(chunk.num_frames)]
         with self._lock:
+            if chunk.epoch < self._epoch:
+                return  # stale: from before a barge-in
+            if self.av_clock is not None:
+                self.av_clock.observe(chunk.audio_t0, n_samples=int(chunk.audio.shape[0]), epoch=chunk.epoch,
+                                  session=chunk.session_id)
             self._pacer.push(chunk.first_frame, frames, session=chunk.session_id)
+
+    def interrupt(self, epoch: int) -> None:
+        """Barge-in: frames not shown yet are dropped; the last frame stays up until the new epoch's arrive."""
+        with self._lock:
+            self._epoch = max(self._epoch, epoch)
+            if self._pacer is not None:
+                self._pacer.drop_buffered()
 
     def hold(self, reason: str) -> None:
         # The sender keeps showing the last frame; the next chunk starts fresh at the next tick.
@@ -184,7 +203,11 @@ class VirtualCamSink:
             raise SinkError(f"{self.name}: step() before open() or after close()")
         tick = clock.wait_next()
         with self._lock:
-            due = pacer.frame_for_tick(tick)
+            if self.av_clock is None:
+                due = pacer.frame_for_tick(tick)
+            else:  # the shared clock decides which frame is due, so the microphone and the camera agree
+                sample = self.av_clock.sample_at(clock.deadline(tick))
+                due = pacer.frame_for_index(None if sample is None else sample // self._samples_per_frame)
         frame = self._fitted(due)
         try:
             camera.send(frame)
