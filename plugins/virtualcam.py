@@ -206,8 +206,11 @@ class VirtualCamSink:
             if self.av_clock is None:
                 due = pacer.frame_for_tick(tick)
             else:  # the shared clock decides which frame is due, so the microphone and the camera agree
+                # the frame nearest to this tick's instant (not the one that started before it): camera ticks
+                # (30 fps) and engine frames (25 fps) do not line up, and rounding halves the worst mismatch
                 sample = self.av_clock.sample_at(clock.deadline(tick))
-                due = pacer.frame_for_index(None if sample is None else sample // self._samples_per_frame)
+                spf = self._samples_per_frame
+                due = pacer.frame_for_index(None if sample is None else (sample + spf // 2) // spf)
         frame = self._fitted(due)
         try:
             camera.send(frame)

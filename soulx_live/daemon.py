@@ -207,19 +207,21 @@ def build_sinks(config: SoulxConfig) -> list[FrameSink]:
         path = rec.path or Path.cwd() / f"soulx-live-{datetime.now():%Y%m%d-%H%M%S}.mp4"
         sinks.append(RecorderSink(path))
     vcam, mic = config.sinks.virtualcam, config.sinks.virtualmic
-    clock = _shared_av_clock() if vcam.enabled and mic.enabled else None
+    clock = None
+    if vcam.enabled and mic.enabled:
+        from plugins.av_clock import AvClock
+
+        clock = AvClock(config.audio.sample_rate)
     if vcam.enabled:
         require("pyvirtualcam", "vcam", "the virtual camera sink")  # fail early with the install hint
         from plugins.virtualcam import VirtualCamSink
 
         # keeps the last frame up by itself; under process isolation it is also behind a HoldingSink
-        sinks.append(VirtualCamSink(vcam, clock=clock) if clock is not None else VirtualCamSink(vcam))
+        sinks.append(VirtualCamSink(vcam, av_clock=clock))
     if mic.enabled:
-        try:
-            from plugins.virtualmic import VirtualMicSink
-        except ImportError as exc:
-            raise DaemonError(f"sinks.virtualmic: the virtual microphone is not part of this build ({exc})") from exc
-        sinks.append(VirtualMicSink(mic, clock=clock) if clock is not None else VirtualMicSink(mic))
+        from plugins.virtualmic import VirtualMicSink
+
+        sinks.append(VirtualMicSink(mic, av_clock=clock))
     if config.sinks.obs.enabled:
         require("obsws_python", "obs", "the OBS integration")
         try:
@@ -228,14 +230,6 @@ def build_sinks(config: SoulxConfig) -> list[FrameSink]:
             raise DaemonError(f"sinks.obs: the OBS integration is not part of this build ({exc})") from exc
         sinks.append(ObsSink(config.sinks.obs))
     return sinks
-
-
-def _shared_av_clock() -> object:
-    try:
-        from plugins.av_clock import AvClock
-    except ImportError as exc:
-        raise DaemonError(f"sinks.virtualcam + sinks.virtualmic need the shared A/V clock, not in this build ({exc})") from exc
-    return AvClock()
 
 
 def build_source(config: SoulxConfig, block_samples: int) -> AudioSource:
