@@ -22,7 +22,8 @@ matter of a frame or two), then the idle loop: frames the engine made while the 
 kept by :class:`IdleCache` (bounded, the last few seconds of one uninterrupted quiet stretch) and
 played ping-pong (forwards, backwards, ...) starting from the newest, so the motion has no jump. Frames
 near speech are never cached (the mouth may still be closing or already opening). With no idle frames
-cached the last frame stays. Never a black frame.
+cached, the lite renderer animates the last frame (blinks, sway, closed mouth; ``plugins.lite_idle``), and when
+it finds no face there the last frame stays. Never a black frame.
 
 Barge-in: :meth:`HoldingSink.interrupt` (epoch) drops chunks of older epochs from then on, ends the
 scheduled content now (the inner sink drops its queue: ``inner.interrupt(epoch)``) and so holds the
@@ -36,11 +37,15 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from engine.interface import ChunkSpec, FrameChunk
 from plugins.base import FrameSink, interrupt_sink
+
+if TYPE_CHECKING:
+    from plugins.lite_idle import LiteIdleAnimator
 
 __all__ = ["FrameGapFiller", "HoldingSink", "IdleCache", "IdleConfig"]
 
@@ -165,6 +170,8 @@ class FrameGapFiller:
         self._hold_start = 0.0  # wall time at which the current hold's content ran out
         self._loop: tuple[np.ndarray, ...] | None = None  # idle loop of the current hold (None: not yet)
         self._loop_pos = 0
+        self._lite: LiteIdleAnimator | None = None  # last fallback of the current hold (None: not yet)
+        self.lite_frames = 0  # hold frames drawn by the lite renderer
 
     @property
     def covered_until(self) -> float | None:
@@ -209,7 +216,7 @@ class FrameGapFiller:
             return None
         assert self._last is not None and self._covered_until is not None  # due_frames checked
         if not self.holding:
-            self._hold_start, self._loop, self._loop_pos = self._covered_until, None, 0
+            self._hold_start, self._loop, self._loop_pos, self._lite = self._covered_until, None, 0, None
         frames = np.stack([self._hold_frame(self._covered_until + i * self.period_s) for i in range(n)])
         self._covered_until += n * self.period_s
         self.filled_frames += n
@@ -225,10 +232,23 @@ class FrameGapFiller:
         if self._loop is None:
             self._loop = self.idle.snapshot()
         if not self._loop:
-            return self._last
+            return self._lite_frame()
         frame = self._loop[ping_pong(len(self._loop), self._loop_pos)]
         self._loop_pos += 1
         self.idle_frames += 1
+        return frame
+
+    def _lite_frame(self) -> np.ndarray:
+        """No idle frames cached: the lite renderer animates the last frame (blinks, sway), else the last frame."""
+        assert self._last is not None
+        if self._lite is None:
+            from plugins.lite_idle import LiteIdleAnimator
+
+            self._lite = LiteIdleAnimator(self._last, self.spec)
+        frame = self._lite.next_frame()
+        if frame is None:
+            return self._last
+        self.lite_frames += 1
         return frame
 
     def _emit(self, frames: np.ndarray, audio: np.ndarray) -> FrameChunk:

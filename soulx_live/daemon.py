@@ -372,6 +372,7 @@ class Daemon:
         self._timeline_skip = 0  # samples of the fed timeline that never became frames (in-process resets)
         self._engine_note = ("", "")  # process isolation: last (state, detail) from the supervisor
         self._engine_rss_mb = 0.0  # process isolation: the worker's RSS from the memory watch
+        self._engine_gpu_mb = 0  # process isolation: the worker's CUDA memory from its heartbeats
         self.metrics: Any = None  # soulx_live.metrics.DaemonMetrics when metrics are on and built
         self._interrupt_mono = 0.0  # when the newest interrupt was asked for (barge-in latency)
         self._bargein_seen = 0  # newest epoch whose latency was observed
@@ -820,8 +821,9 @@ class Daemon:
             self._observe("add_restart", _restart_reason(detail))
             log.warning("engine worker restarting (%s); the sinks hold the picture meanwhile", detail)
 
-    def _on_worker_chunk_time(self, compute_s: float) -> None:
-        """Supervisor thread: the worker's compute time of its latest chunk (from its heartbeat)."""
+    def _on_worker_chunk_time(self, compute_s: float, gpu_mb: int = 0) -> None:
+        """Supervisor thread: the worker's compute time of its latest chunk and its GPU memory (heartbeat)."""
+        self._engine_gpu_mb = gpu_mb
         spec = self.spec
         if spec is not None:
             self._observe("observe_chunk", compute_s, spec.chunk_duration_s)
@@ -906,7 +908,8 @@ class Daemon:
             from soulx_live.memory_watch import process_rss_bytes
 
             own = process_rss_bytes(os.getpid(), children=False)
-            metrics.set_memory(own + int(self._engine_rss_mb * 2**20))
+            gpu = self._engine_gpu_mb * 2**20 if self._engine_gpu_mb else None
+            metrics.set_memory(own + int(self._engine_rss_mb * 2**20), gpu)
             return {str(k): float(v) for k, v in metrics.snapshot().items()}
         except Exception:
             log.debug("metrics snapshot failed", exc_info=True)

@@ -40,7 +40,7 @@ class WorkerEngine:
 
     def __init__(self, config: SoulxConfig, *, subscribers: int, on_state: StateListener | None = None,
                  health_checks: Sequence[Callable[[int], str | None]] = (),
-                 on_chunk_time: Callable[[float], None] | None = None) -> None:
+                 on_chunk_time: Callable[[float, int], None] | None = None) -> None:
         from soulx_live.supervisor import EngineClient, Supervisor, WorkerLaunch
 
         self.config = config
@@ -55,7 +55,7 @@ class WorkerEngine:
         if health_checks:
             kwargs["health_checks"] = tuple(health_checks)
         if on_chunk_time is not None:
-            kwargs["on_progress"] = lambda beat: on_chunk_time(beat.last_step_ms / 1000.0)
+            kwargs["on_progress"] = lambda beat: on_chunk_time(beat.last_step_ms / 1000.0, beat.cuda_mem_mb)
         self.supervisor = Supervisor(config.supervisor, launch, **kwargs)  # type: ignore[arg-type]
 
     # -- lifecycle -------------------------------------------------------------------------------

@@ -359,7 +359,7 @@ class EngineWorker:
         ready = self._session.chunks_ready() if self._session is not None else 0
         depth = ready + self._staged_samples // self.spec.samples_per_chunk
         self._send(p.Heartbeat(mono_ns=time.monotonic_ns(), chunks_done=self.chunks_done,
-                               last_step_ms=self._last_step_ms, queue_depth=depth))
+                               last_step_ms=self._last_step_ms, queue_depth=depth, cuda_mem_mb=_cuda_mem_mb()))
         self._last_heartbeat = time.monotonic()
 
     def _send(self, msg: p.Message) -> None:
@@ -367,6 +367,14 @@ class EngineWorker:
             self._events.send(p.encode(msg), flags=zmq.NOBLOCK)
         except zmq.Again:
             log.debug("events socket full; %s not sent", type(msg).__name__)
+
+
+def _cuda_mem_mb() -> int:
+    """GPU memory this process holds (torch's allocator), for the daemon's metrics; 0 without CUDA or torch."""
+    torch = sys.modules.get("torch")  # never imported just for this: the lite worker stays torch-free
+    if torch is None or not torch.cuda.is_available() or not torch.cuda.is_initialized():
+        return 0
+    return int(torch.cuda.memory_reserved() // 2**20)
 
 
 def _decode_avatar(msg: p.StartSession, extra: list[bytes]) -> np.ndarray | None:

@@ -1,4 +1,4 @@
-"""The hold fallback chain (last frame -> cached idle loop) and barge-in in HoldingSink, on a fake clock."""
+"""The hold fallback chain (last frame -> cached idle loop -> lite renderer) and barge-in in HoldingSink, on a fake clock."""
 from __future__ import annotations
 
 import itertools
@@ -208,3 +208,31 @@ def test_holding_sink_interrupt_without_inner_support() -> None:
     sink.write(engine_chunk(0, False, epoch=2))
     sink.write(engine_chunk(5, False, epoch=3))
     assert [c.epoch for c in inner.written] == [3] and sink.stale_dropped == 1
+
+
+def test_no_idle_frames_but_a_face_the_lite_renderer_keeps_it_alive() -> None:
+    """Last fallback: the engine spoke all along (nothing idle cached) and then went away; the last frame has a
+    face, so after ``after_s`` the lite renderer animates it (blinks, sway) instead of freezing it."""
+    from engine.interface import SessionRequest
+    from engine.lite.engine import LiteConfig, LiteEngine
+
+    spec = ChunkSpec(Fraction(25), 16000, 5, 256, 256)
+    lite = LiteEngine(LiteConfig(width=256, height=256, frames_per_chunk=5)).start_session(SessionRequest(session_id="x"))
+    filler = FrameGapFiller(spec)
+    rng = np.random.default_rng(0)
+    now = 0.0
+    for k in range(5):  # 1 s of speech
+        lite.push_audio(0.3 * rng.standard_normal(spec.samples_per_chunk).astype(np.float32))
+        filler.feed(lite.next_chunk(), now)
+        now += 0.2
+    last = filler._last.copy()  # type: ignore[union-attr]
+    held: list[np.ndarray] = []
+    for i in range(1, 201):  # 2 s of outage
+        chunk = filler.poll(now + i * 0.01)
+        if chunk is not None:
+            held += list(chunk.frames)
+    assert filler.idle_frames == 0 and filler.lite_frames > 20
+    assert all(f.any() for f in held)  # never black
+    lively = held[-filler.lite_frames:]
+    assert len({f.tobytes() for f in lively}) > 10, "the lite fallback froze"
+    assert np.abs(lively[0].astype(int) - last.astype(int)).mean() < 20  # the same face, not another picture
