@@ -196,3 +196,60 @@ def test_obs_restart_reconnects_and_rebinds(obs: HeadlessObs) -> None:
     finally:
         feeder.stop()
         sink.close()
+
+
+def test_the_daemon_creates_the_source_and_obs_shows_its_avatar(obs: HeadlessObs) -> None:
+    """The whole path: `soulx-live run` with sinks.obs enabled (lite engine in its worker process, real-time
+    speech file) creates the OBS source itself; OBS's screenshot matches what the engine made."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parents[1] / "daemon"))
+    from live_support import DaemonThread, live_config, short_tmp, write_tone
+
+    from soulx_live.daemon import Daemon, build_sinks
+
+    with short_tmp() as root:
+        speech = write_tone(root / "speech.wav", 8.0)
+        config = live_config(root, **{"audio.file": str(speech), "audio.realtime": True,
+                                      "engine.lite.width": W, "engine.lite.height": H,
+                                      "sinks.obs": {"enabled": True, "port": obs.port, "password": obs.password,
+                                                    "feed_port": free_port(), "timeout_s": 3.0,
+                                                    "source_name": "daemon avatar", "scene": "daemon scene"}})
+        seen: list[np.ndarray] = []
+
+        class Tap:
+            """Wraps the daemon-built ObsSink to remember the frames it was given (for the comparison)."""
+
+            def __init__(self, inner: ObsSink) -> None:
+                self.inner, self.name, self.queue_chunks = inner, inner.name, inner.queue_chunks
+
+            def open(self, spec: ChunkSpec) -> None:
+                self.inner.open(spec)
+
+            def write(self, chunk: FrameChunk) -> None:
+                seen.extend(chunk.frames[-2:])
+                del seen[:-40]
+                self.inner.write(chunk)
+
+            def hold(self, reason: str) -> None:
+                self.inner.hold(reason)
+
+            def close(self) -> None:
+                self.inner.close()
+
+        daemon = Daemon(config, sink_factory=lambda cfg: [Tap(s) for s in build_sinks(cfg)])
+        runner = DaemonThread(daemon).start()
+        c = ObsConnection("127.0.0.1", obs.port, obs.password, 3.0)
+        try:
+            wait_for(lambda: "daemon avatar" in {i["inputName"] for i in c.call("GetInputList")["inputs"]}, 15,
+                     "the daemon to create the OBS source")
+            errors: list[float] = []
+
+            def avatar_shown() -> bool:
+                errors.append(mae_to_nearest(screenshot(c, "daemon avatar"), list(seen)) if seen else 255.0)
+                return errors[-1] < 6.0
+
+            wait_for(avatar_shown, 10, "the daemon's avatar frames in OBS's screenshot")
+        finally:
+            c.close()
+            runner.stop()
