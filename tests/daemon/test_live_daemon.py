@@ -161,9 +161,13 @@ def test_isolation_choice() -> None:
     assert choose_isolation(cfg) == "process"  # default: a file played in real time
     fast = cfg.model_copy(update={"audio": cfg.audio.model_copy(update={"realtime": False})})
     assert choose_isolation(fast) == "thread"  # render-like: in-process, lossless, as fast as possible
-    for source in ("mic", "loopback", "push", "script"):
+    for source in ("mic", "loopback", "push"):
         live = cfg.model_copy(update={"audio": cfg.audio.model_copy(update={"source": source, "realtime": False})})
         assert choose_isolation(live) == "process"
+    script = cfg.model_copy(update={"audio": cfg.audio.model_copy(update={"source": "script"})})
+    assert choose_isolation(script) == "process"  # a script read out live
+    rendered = script.model_copy(update={"audio": script.audio.model_copy(update={"realtime": False})})
+    assert choose_isolation(rendered) == "thread"  # a script rendered as fast as possible, like a file
     forced = fast.model_copy(update={"supervisor": fast.supervisor.model_copy(update={"isolation": "process"})})
     assert choose_isolation(forced) == "process"
     with pytest.raises(DaemonError, match="isolation=process"):

@@ -196,6 +196,7 @@ def test_missing_password_says_so() -> None:
 
 def test_obsws_records_are_redacted(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG)
+    caplog.set_level(logging.DEBUG, logger="obsws_python")  # setup_logging (run by CLI tests) quiets it to WARNING
     ObsConnection("127.0.0.1", 4455, PASSWORD, 1.0, connector=FakeObs().connector)
     logger = logging.getLogger("obsws_python.baseclient.ObsClient")
     logger.info(f"Connecting with parameters: host='h' port=1 password='{PASSWORD}' subs=0 timeout=5")  # as obsws-python does
