@@ -17,8 +17,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from soulx_live.config import TtsConfig  # noqa: E402
-from soulx_live.tts import build_tts  # noqa: E402
+from soulx_live.config import TtsConfig
+from soulx_live.tts import build_tts
 
 SENTENCES = (
     "Welcome back to the show, it is great to have you here.",

@@ -35,7 +35,7 @@ class LiteIdleAnimator:
                                            sample_rate=spec.sample_rate))
             self._session = engine.start_session(SessionRequest(session_id="hold", avatar=frame, seed=seed))
             self._session.push_audio(np.zeros(2 * self._spf, np.float32))  # covers the renderer's look-ahead
-        except Exception as exc:  # NoFaceError and friends: the hold keeps the last frame instead
+        except Exception as exc:  # noqa: BLE001 - NoFaceError and friends: the hold keeps the last frame instead
             log.info("hold: cannot animate the last frame with the lite renderer (%s); keeping it", exc)
             self._session = None
 

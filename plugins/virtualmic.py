@@ -76,7 +76,7 @@ class PulseVirtualMic:
     def exists(self) -> tuple[bool, bool]:
         sinks = self._pactl("list", "short", "sinks").stdout
         sources = self._pactl("list", "short", "sources").stdout
-        has = lambda text, name: any(line.split("\t")[1:2] == [name] for line in text.splitlines())  # noqa: E731
+        has = lambda text, name: any(line.split("\t")[1:2] == [name] for line in text.splitlines())
         return has(sinks, self.cfg.sink_name), has(sources, self.cfg.source_name)
 
     def _load(self, module: str, *args: str) -> int:

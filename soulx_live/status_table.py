@@ -47,7 +47,7 @@ def format_status(reply: StatusReply) -> str:
     rows += [(f"sink {name}", state) for name, state in sorted(reply.sinks.items())]
     metrics = reply.metrics
     for key, label, scale, unit in _METRIC_ROWS:
-        if key in metrics and not (key == "restarts"):
+        if key in metrics and key != "restarts":  # restarts: already a row of their own
             rows.append((label, _value(float(metrics[key]), scale, unit)))
     queues = sorted(k for k in metrics if k.startswith("queue_"))
     rows += [(f"queue {k[len('queue_'):]}", f"{metrics[k]:.0f}") for k in queues]

@@ -20,7 +20,7 @@ import numpy as np
 from soulx_live.tts.base import Synthesizer, TtsError, Utterance
 from soulx_live.tts.script import ScriptLine, read_script
 
-__all__ = ["ScriptSource", "ScheduledLine", "schedule"]
+__all__ = ["ScheduledLine", "ScriptSource", "schedule"]
 
 log = logging.getLogger(__name__)
 

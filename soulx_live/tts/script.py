@@ -17,7 +17,7 @@ from pathlib import Path
 
 from soulx_live.tts.base import TtsError
 
-__all__ = ["ScriptLine", "parse_script", "DEFAULT_GAP_S"]
+__all__ = ["DEFAULT_GAP_S", "ScriptLine", "parse_script"]
 
 DEFAULT_GAP_S = 0.3  # a line without a time follows the previous one after this breath
 _VOICE = re.compile(r"^\[voice=([^\]\s]+)\]\s*")

@@ -13,7 +13,14 @@ from prometheus_client.parser import text_string_to_metric_families
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from live_support import DaemonThread, ProbeSink, live_config, short_tmp, wait_for, write_tone
+from live_support import (
+    DaemonThread,
+    ProbeSink,
+    live_config,
+    short_tmp,
+    wait_for,
+    write_tone,
+)
 
 from plugins.recorder import RecorderSink
 from soulx_live.daemon import Daemon, query_status

@@ -20,7 +20,12 @@ sys.path.insert(0, str(Path(__file__).parent))
 from test_sequence_parallel import CASES, _inputs, _model, _rel_err
 
 from engine.parallel.mesh import ParallelContext
-from engine.parallel.ring import apply_ring_parallel, merge_partials, partial_attention, ring_attention
+from engine.parallel.ring import (
+    apply_ring_parallel,
+    merge_partials,
+    partial_attention,
+    ring_attention,
+)
 from engine.parallel.sequence import pad_sequence
 
 REL_TOL = 1e-5

@@ -23,7 +23,10 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).parents[1] / "daemon"))
 
-from test_audio_devices import PulseServer, _missing  # the real-server fixture of the audio-input tests
+from test_audio_devices import (  # the real-server fixture of the audio-input tests
+    PulseServer,
+    _missing,
+)
 
 from engine.interface import ChunkSpec, FrameChunk
 from plugins.av_clock import AvClock
@@ -169,7 +172,6 @@ FAKE = "soulx-test-fake-mic"
 @pytest.fixture
 def fake_backend():  # type: ignore[no-untyped-def]
     import pyvirtualcam
-
     from test_virtualcam import RecordingBackend
 
     RecordingBackend.instances, RecordingBackend.fail_open, RecordingBackend.fail_send_after = [], None, None

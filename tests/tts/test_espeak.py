@@ -1,6 +1,8 @@
 """espeak-ng through its C library (the real one, installed by .ci/run): speech, phoneme timings, errors."""
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 
@@ -20,7 +22,7 @@ def test_speech_is_16k_mono_and_phonemes_cover_it(tts) -> None:
     assert np.sqrt(np.mean(utt.pcm**2)) > 0.02
     spans = utt.phonemes
     assert len(spans) >= 20
-    assert all(a.end_s <= b.start_s + 1e-9 for a, b in zip(spans, spans[1:])), "spans overlap or are out of order"
+    assert all(a.end_s <= b.start_s + 1e-9 for a, b in itertools.pairwise(spans)), "spans overlap or are out of order"
     assert spans[0].start_s < 0.1 and spans[-1].end_s <= utt.duration_s + 1e-6
     assert spans[0].phoneme == "h"  # IPA names, not espeak's ASCII mnemonics
 

@@ -7,7 +7,12 @@ import time
 
 import pytest
 
-from soulx_live.memory_watch import MemorySample, MemoryWatch, process_rss_bytes, theil_sen_slope
+from soulx_live.memory_watch import (
+    MemorySample,
+    MemoryWatch,
+    process_rss_bytes,
+    theil_sen_slope,
+)
 
 MB = 2**20
 
