@@ -611,9 +611,15 @@ def _build_tiny(engine_config: Any, drift: DriftThresholds | None) -> FlashTalkE
     device = (engine_config.device or "cpu").strip().lower()
     if device != "cpu" and device != "auto":
         log.warning("engine.flashtalk.preset=%s runs on the CPU; ignoring engine.device=%s", TINY_PRESET, device)
-    if ft.world_size != 1:
-        log.warning("engine.flashtalk.preset=%s runs in one process; ignoring world_size=%d", TINY_PRESET, ft.world_size)
     cfg = FlashTalkConfig(
         sampling_steps=ft.steps, shift=ft.shift, color_correction_strength=ft.color_correction, fps=ft.fps
     )
-    return build_tiny_engine(cfg, seed=0, drift=drift)
+    engine = build_tiny_engine(cfg, seed=0, drift=drift)
+    if ft.world_size != 1:  # the same group code path as the 14B model, over gloo on the CPU
+        from engine.parallel.launch import parallelize
+
+        try:
+            parallelize(engine.models.dit.transformer, ft.world_size, timeout_s=ft.nccl_timeout_s)
+        except ValueError as exc:
+            raise FlashTalkConfigError(str(exc)) from exc
+    return engine

@@ -84,17 +84,23 @@ class WorkerLaunch:
     argv: tuple[str, ...] = DEFAULT_ARGV
     env: Mapping[str, str] | None = None  # None: inherit
     subscribers: int = 0  # the worker waits (briefly) for this many bus subscribers before Ready
+    ranks: int = 1  # > 1: argv starts a torchrun group; the configuration goes through a 0600 file, not stdin
     max_backlog_s: float = 2.0
     hwm_chunks: int = 2
 
     @classmethod
     def from_config(cls, config: SoulxConfig, *, subscribers: int = 0, argv: tuple[str, ...] = DEFAULT_ARGV) -> WorkerLaunch:
-        """Addresses from ``config.bus`` (``runtime_dir.endpoint``), the config serialised for the child."""
+        """Addresses from ``config.bus`` (``runtime_dir.endpoint``), the config serialised for the child. A
+        FlashTalk engine with ``world_size`` N > 1 runs as ``torchrun --nproc_per_node=N`` (rank 0 talks ZeroMQ)."""
         from soulx_live.runtime_dir import endpoint
 
+        ranks = config.engine.flashtalk.world_size if config.engine.kind == "flashtalk" else 1
+        if ranks > 1 and argv == DEFAULT_ARGV:
+            argv = (sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes=1",
+                    f"--nproc_per_node={ranks}", "-m", "soulx_live.worker")
         return cls(config=config.model_dump(mode="json"), ctrl=endpoint("ctrl", config.bus),
                    events=endpoint("events", config.bus), frames=endpoint("frames", config.bus), argv=argv,
-                   subscribers=subscribers, hwm_chunks=config.bus.hwm_chunks)
+                   subscribers=subscribers, hwm_chunks=config.bus.hwm_chunks, ranks=ranks)
 
     def options(self, generation: int, cfg: SupervisorConfig, *, epoch: int = 0) -> WorkerOptions:
         return WorkerOptions(ctrl=self.ctrl, events=self.events, frames=self.frames, parent_pid=os.getpid(),
@@ -307,6 +313,8 @@ class Supervisor:
         self._grace_s = cfg.shutdown_grace_s
         self._ready_event = threading.Event()  # set on the first Ready or on failure
         self._thread: threading.Thread | None = None
+        self._doc_path: str | None = None  # a worker group's configuration file (ranks > 1)
+        self.world_size = 0  # ranks of the ready worker (its Ready says)
 
     # -- public ----------------------------------------------------------------------------------
 
@@ -356,6 +364,11 @@ class Supervisor:
             self._ready_event.set()
             events.close()
             ctrl.close()
+            if self._doc_path is not None:
+                try:
+                    os.unlink(self._doc_path)
+                except OSError:
+                    pass
 
     def _loop(self, events: zmq.Socket, ctrl: zmq.Socket) -> None:
         while not self._closing.is_set() and self.state != "failed":
@@ -374,17 +387,36 @@ class Supervisor:
     def _spawn(self) -> None:
         options = self.launch.options(self._generation, self.cfg, epoch=self.client.epoch)
         doc = json.dumps({"config": dict(self.launch.config), "options": options.to_json()}).encode()
-        env = None if self.launch.env is None else dict(self.launch.env)
+        env = dict(os.environ if self.launch.env is None else self.launch.env)
+        if self.launch.ranks > 1:  # every rank reads the same file (one stdin cannot feed them all)
+            env["SOULX_WORKER_DOC"] = self._write_doc(doc)
         proc = subprocess.Popen(list(self.launch.argv), stdin=subprocess.PIPE, env=env, start_new_session=True)
         try:
             assert proc.stdin is not None
-            proc.stdin.write(doc)
+            if self.launch.ranks == 1:
+                proc.stdin.write(doc)
             proc.stdin.close()
         except BrokenPipeError:
             pass  # it died at once; the exit check reports it
         now = time.monotonic()
         self._child = _Child(proc, self._generation, now, last_heartbeat=now, progress_at=now)
         log.info("engine worker generation %d started (pid %d)", self._generation, proc.pid)
+
+    def _write_doc(self, doc: bytes) -> str:
+        """The worker group's configuration in a private (0600) file beside the sockets; replaced per spawn."""
+        import tempfile
+
+        fd, path = tempfile.mkstemp(prefix="worker-", suffix=".json")
+        with os.fdopen(fd, "wb") as f:
+            f.write(doc)
+        os.chmod(path, 0o600)
+        if self._doc_path is not None:
+            try:
+                os.unlink(self._doc_path)
+            except OSError:
+                pass
+        self._doc_path = path
+        return path
 
     def _pump(self, events: zmq.Socket, timeout_s: float) -> None:
         if not events.poll(int(timeout_s * 1000), zmq.POLLIN):
@@ -413,6 +445,7 @@ class Supervisor:
         if isinstance(msg, p.Ready):
             child.ready, child.last_heartbeat, child.progress_at = True, now, now
             self.spec = msg.spec.to_spec()
+            self.world_size = msg.world_size
             log.info("engine worker ready: %s (%s) in %.1f s", msg.engine_id, msg.model, now - child.spawned)
             self.client.on_ready()
             self._set_state("running", msg.engine_id)

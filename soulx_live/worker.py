@@ -32,6 +32,7 @@ supervisor does it before killing a hung worker).
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import faulthandler
 import hashlib
 import json
@@ -44,6 +45,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -122,6 +124,7 @@ class EngineWorker:
     def __init__(self, engine: AvatarEngine, options: WorkerOptions, ctrl: zmq.Socket, events: zmq.Socket,
                  publisher: FramePublisher, *, model: str = "") -> None:
         self.engine = engine
+        self.world_size = 1  # ranks of a torchrun group behind this worker (rank 0 runs this loop)
         self.spec: ChunkSpec = engine.spec
         self.options = options
         self.chunks_done = 0
@@ -153,7 +156,7 @@ class EngineWorker:
 
     def run(self) -> int:
         """Send Ready, then serve until Shutdown/SIGTERM. Returns the process exit code."""
-        self._send(p.Ready(engine_id=f"{self.engine.name}-g{self.options.generation}-pid{os.getpid()}", world_size=1,
+        self._send(p.Ready(engine_id=f"{self.engine.name}-g{self.options.generation}-pid{os.getpid()}", world_size=self.world_size,
                            model=self._model, spec=p.SpecInfo.from_spec(self.spec)))
         self._heartbeat()
         while self._exit_code is None:
@@ -441,11 +444,26 @@ class _ConfigProblem(RuntimeError):
 
 def _serve(cfg: SoulxConfig, options: WorkerOptions, ctx: zmq.Context, events: zmq.Socket) -> int:
     from soulx_live.daemon import DaemonError, build_engine
+    from soulx_live.worker_group import MirroredEngine, follow, group_rank
 
     try:
         engine = build_engine(cfg)
     except (DaemonError, ValueError) as exc:
         raise _ConfigProblem(str(exc)) from exc
+    rank, world = group_rank()
+    if rank > 0:
+        return follow(engine)  # a torchrun group: only rank 0 talks ZeroMQ
+    if world > 1:
+        engine = MirroredEngine(engine)
+        try:
+            return _serve_engine(cfg, options, ctx, events, engine, world)
+        finally:
+            engine.stop_followers()
+    return _serve_engine(cfg, options, ctx, events, engine, world)
+
+
+def _serve_engine(cfg: SoulxConfig, options: WorkerOptions, ctx: zmq.Context, events: zmq.Socket,
+                  engine: AvatarEngine, world: int) -> int:
     ctrl = ctx.socket(zmq.PULL)
     ctrl.setsockopt(zmq.LINGER, 0)
     ctrl.connect(options.ctrl)
@@ -455,6 +473,7 @@ def _serve(cfg: SoulxConfig, options: WorkerOptions, ctx: zmq.Context, events: z
             log.warning("only %d of %d bus subscribers connected within %.1f s", publisher.subscribers,
                         options.subscribers, options.subscribers_wait_s)
         worker = EngineWorker(engine, options, ctrl, events, publisher, model=cfg.engine.kind)
+        worker.world_size = world
         previous = signal.signal(signal.SIGTERM, lambda signum, frame: worker.terminate.set())
         try:
             return worker.run()
@@ -473,6 +492,9 @@ def _load_config(config: SoulxConfig | Mapping[str, Any] | str) -> SoulxConfig:
 
         config = yaml.safe_load(config) or {}
     return SoulxConfig.model_validate(config)
+
+
+WORKER_DOC_ENV = "SOULX_WORKER_DOC"
 
 
 def _watch_parent(parent_pid: int) -> None:
@@ -501,10 +523,15 @@ def _set_process_title(title: str) -> None:
 
 
 def main() -> int:
-    """``python -m soulx_live.worker``: read {"config": ..., "options": ...} JSON from stdin."""
+    """``python -m soulx_live.worker``: read {"config": ..., "options": ...} JSON from stdin, or from the file named
+    by ``SOULX_WORKER_DOC`` (a torchrun group: its ranks cannot share one stdin)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor decides when the engine stops
-    doc = json.loads(sys.stdin.read())
-    return run_engine_process(doc["config"], WorkerOptions.from_json(doc["options"]))
+    path = os.environ.get(WORKER_DOC_ENV)
+    doc = json.loads(Path(path).read_text() if path else sys.stdin.read())
+    options = WorkerOptions.from_json(doc["options"])
+    if "LOCAL_RANK" in os.environ:  # under torchrun our parent is its agent: watch that one, not the daemon
+        options = dataclasses.replace(options, parent_pid=os.getppid())
+    return run_engine_process(doc["config"], options)
 
 
 if __name__ == "__main__":

@@ -188,8 +188,6 @@ def test_kill_9_mid_speech_restarts_and_the_picture_never_stops(config: SoulxCon
     held = [i for i, (_, _, h) in enumerate(chunks) if h]
     assert held, "no hold frames were emitted while the worker restarted"
     assert any(not h for _, _, h in chunks[held[-1] + 1:]), "real frames did not come back after the hold"
-    held_frames = sink.sink.filler.filled_frames  # type: ignore[union-attr]
-    assert held_frames >= 3  # the restart took well over three frame periods (backoff alone is 2.5)
 
 
 def test_close_is_staged_and_the_worker_exits_zero(config: SoulxConfig) -> None:
