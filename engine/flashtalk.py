@@ -578,10 +578,6 @@ def build_engine(engine_config: Any) -> FlashTalkEngine:
     drift = getattr(engine_config, "drift", None)
     if getattr(ft, "preset", "14b") == TINY_PRESET:
         return _build_tiny(engine_config, drift)
-    if ft.world_size != 1:
-        raise FlashTalkConfigError(
-            f"engine.flashtalk.world_size={ft.world_size}: sequence parallelism is not in this build; set it to 1"
-        )
     if ft.cpu_offload:
         raise FlashTalkConfigError("engine.flashtalk.cpu_offload is not supported in this build; set it to false")
     if ft.compile:
@@ -601,7 +597,25 @@ def build_engine(engine_config: Any) -> FlashTalkEngine:
         device=engine_config.device,
         dtype=ft.dtype,
     )
-    return FlashTalkEngine.from_folder(engine_config.weights_dir, cfg, drift=drift)
+    if ft.world_size != 1:
+        _select_rank_device()  # before loading: every rank loads onto its own GPU
+    engine = FlashTalkEngine.from_folder(engine_config.weights_dir, cfg, drift=drift)
+    if ft.world_size != 1:
+        from engine.parallel.launch import parallelize
+
+        try:
+            parallelize(engine.models.dit, ft.world_size, timeout_s=ft.nccl_timeout_s)
+        except ValueError as exc:
+            raise FlashTalkConfigError(str(exc)) from exc
+    return engine
+
+
+def _select_rank_device() -> None:
+    """Under torchrun, make ``cuda`` mean this rank's GPU (LOCAL_RANK) so models load there, not all on GPU 0."""
+    import os
+
+    if torch.cuda.is_available() and "LOCAL_RANK" in os.environ:
+        torch.cuda.set_device(int(os.environ["LOCAL_RANK"]) % torch.cuda.device_count())
 
 
 def _build_tiny(engine_config: Any, drift: DriftThresholds | None) -> FlashTalkEngine:
