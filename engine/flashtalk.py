@@ -601,10 +601,13 @@ def build_engine(engine_config: Any) -> FlashTalkEngine:
         _select_rank_device()  # before loading: every rank loads onto its own GPU
     engine = FlashTalkEngine.from_folder(engine_config.weights_dir, cfg, drift=drift)
     if ft.world_size != 1:
+        from engine.models.vae import WanVAE
         from engine.parallel.launch import parallelize
 
+        vae = engine.models.vae if ft.parallel_vae and isinstance(engine.models.vae, WanVAE) else None
         try:
-            parallelize(engine.models.dit, ft.world_size, timeout_s=ft.nccl_timeout_s)
+            parallelize(engine.models.dit, ft.world_size, timeout_s=ft.nccl_timeout_s,
+                        ulysses_degree=ft.ulysses_degree, ring_degree=ft.ring_degree, vae=vae)
         except ValueError as exc:
             raise FlashTalkConfigError(str(exc)) from exc
     return engine
@@ -633,7 +636,8 @@ def _build_tiny(engine_config: Any, drift: DriftThresholds | None) -> FlashTalkE
         from engine.parallel.launch import parallelize
 
         try:
-            parallelize(engine.models.dit.transformer, ft.world_size, timeout_s=ft.nccl_timeout_s)
+            parallelize(engine.models.dit.transformer, ft.world_size, timeout_s=ft.nccl_timeout_s,
+                        ulysses_degree=ft.ulysses_degree, ring_degree=ft.ring_degree)
         except ValueError as exc:
             raise FlashTalkConfigError(str(exc)) from exc
     return engine

@@ -19,7 +19,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -27,6 +27,7 @@ from torch import nn
 
 __all__ = [
     "CACHE_T",
+    "RowSplit",
     "LATENT_MEAN",
     "LATENT_STD",
     "CausalConv3d",
@@ -125,6 +126,27 @@ def encode_chunk_bounds(num_frames: int, chunk: int = ENCODE_CHUNK) -> list[tupl
     return [(0, 1)] + [(1 + chunk * i, 1 + chunk * (i + 1)) for i in range((num_frames - 1) // chunk)]
 
 
+class RowSplit(Protocol):
+    """The seam of a spatially parallel VAE (``engine.parallel.vae``): each rank holds a band of image rows.
+
+    Every layer that looks at neighbouring rows asks the split for them instead of zero-padding, and the
+    bottleneck attention asks for every rank's keys and values, so the split network computes exactly what the
+    whole-frame network computes. ``None`` on a module (the default) means the whole frame is here.
+    """
+
+    def split(self, x: torch.Tensor, rows_per_latent: int) -> torch.Tensor:
+        """This rank's band of a whole-frame ``[..., H, W]`` tensor (``H = rows_per_latent * latent rows``)."""
+        ...
+
+    def gather(self, x: torch.Tensor) -> torch.Tensor:
+        """Every rank's band of ``[..., h, W]``, joined top to bottom (the whole frame, on every rank)."""
+        ...
+
+    def pad(self, x: torch.Tensor, top: int, bottom: int) -> torch.Tensor:
+        """``x`` with ``top`` rows of the band above and ``bottom`` rows of the band below (zeros at the edges)."""
+        ...
+
+
 class CausalConvCache:
     """The history one encode or decode pass carries from chunk to chunk.
 
@@ -212,6 +234,7 @@ class CausalConv3d(nn.Conv3d):
         pt, ph, pw = (padding,) * 3 if isinstance(padding, int) else padding
         self.time_pad = 2 * pt
         self.space_pad = (pw, pw, ph, ph)
+        self.rows: RowSplit | None = None
 
     def forward(self, x: torch.Tensor, cache: CausalConvCache | None = None) -> torch.Tensor:  # type: ignore[override]
         front = self.time_pad
@@ -222,8 +245,12 @@ class CausalConv3d(nn.Conv3d):
                 past = past[:, :, -front:]
                 x = torch.cat([past, x], dim=2)
                 front -= past.shape[2]
-        if front or any(self.space_pad):
-            x = F.pad(x, (*self.space_pad, front, 0))
+        pad = self.space_pad
+        if self.rows is not None and pad[2]:  # rows above/below come from the neighbouring bands
+            x = self.rows.pad(x, pad[2], pad[3])
+            pad = (pad[0], pad[1], 0, 0)
+        if front or any(pad):
+            x = F.pad(x, (*pad, front, 0))
         return super().forward(x)
 
 
@@ -271,12 +298,17 @@ class AttentionBlock(nn.Module):
         self.norm = RMSNorm(dim, 2)
         self.to_qkv = nn.Conv2d(dim, dim * 3, 1)
         self.proj = nn.Conv2d(dim, dim, 1)
+        self.rows: RowSplit | None = None
 
     def forward(self, x: torch.Tensor, cache: CausalConvCache | None = None) -> torch.Tensor:
         b, c, t, h, w = x.shape
         y = self.norm(_frames_as_images(x))
-        qkv = self.to_qkv(y).reshape(b * t, 1, c * 3, h * w).permute(0, 1, 3, 2).contiguous()
-        q, k, v = qkv.chunk(3, dim=-1)  # each [B*T, 1, H*W, C]
+        qkv = self.to_qkv(y)  # [B*T, 3C, H, W]
+        q, kv = qkv[:, :c], qkv[:, c:]
+        if self.rows is not None:  # this band's queries attend to every band's keys (the whole frame)
+            kv = self.rows.gather(kv)
+        q = q.reshape(b * t, 1, c, h * w).transpose(-1, -2)  # [B*T, 1, h*W, C]
+        k, v = kv.reshape(b * t, 1, 2 * c, -1).transpose(-1, -2).chunk(2, dim=-1)
         y = F.scaled_dot_product_attention(q, k, v)
         y = y.squeeze(1).permute(0, 2, 1).reshape(b * t, c, h, w)
         return _images_as_frames(self.proj(y), b) + x
@@ -293,9 +325,17 @@ class Downsample(nn.Module):
         super().__init__()
         self.resample = nn.Sequential(nn.ZeroPad2d((0, 1, 0, 1)), nn.Conv2d(dim, dim, 3, stride=(2, 2)))
         self.time_conv = CausalConv3d(dim, dim, (3, 1, 1), stride=(2, 1, 1), padding=(0, 0, 0)) if temporal else None
+        self.rows: RowSplit | None = None
+
+    def _halve(self, images: torch.Tensor) -> torch.Tensor:
+        if self.rows is None:
+            return self.resample(images)
+        # The bottom padding row is the first row of the band below (zeros only at the frame's bottom edge).
+        padded = self.rows.pad(F.pad(images, (0, 1, 0, 0)), 0, 1)
+        return self.resample[1](padded)
 
     def forward(self, x: torch.Tensor, cache: CausalConvCache | None = None) -> torch.Tensor:
-        x = _images_as_frames(self.resample(_frames_as_images(x)), x.shape[0])
+        x = _images_as_frames(self._halve(_frames_as_images(x)), x.shape[0])
         if self.time_conv is None:
             return x
         if cache is None:
@@ -321,6 +361,14 @@ class Upsample(nn.Module):
             nn.Conv2d(dim, dim // 2, 3, padding=1),
         )
         self.time_conv = CausalConv3d(dim, dim * 2, (3, 1, 1), padding=(1, 0, 0)) if temporal else None
+        self.rows: RowSplit | None = None
+
+    def _double(self, images: torch.Tensor) -> torch.Tensor:
+        upsample, conv = self.resample
+        if self.rows is None:
+            return conv(upsample(images))
+        padded = self.rows.pad(upsample(images), 1, 1)  # the 3x3 conv's rows above/below from the neighbours
+        return F.conv2d(padded, conv.weight, conv.bias, padding=(0, 1))
 
     def forward(self, x: torch.Tensor, cache: CausalConvCache | None = None) -> torch.Tensor:
         b = x.shape[0]
@@ -333,7 +381,7 @@ class Upsample(nn.Module):
                 x = y.reshape(b, 2, c, t, h, w).permute(0, 2, 3, 1, 4, 5).reshape(b, c, 2 * t, h, w)
             else:
                 cache.mark_seen(self)
-        return _images_as_frames(self.resample(_frames_as_images(x)), b)
+        return _images_as_frames(self._double(_frames_as_images(x)), b)
 
 
 def _run(blocks: nn.Sequential, x: torch.Tensor, cache: CausalConvCache | None) -> torch.Tensor:
@@ -369,13 +417,18 @@ class Encoder3d(nn.Module):
             ResidualBlock(width, width, cfg.dropout), AttentionBlock(width), ResidualBlock(width, width, cfg.dropout)
         )
         self.head = nn.Sequential(RMSNorm(width, 3), nn.SiLU(), CausalConv3d(width, out_channels, 3, padding=1))
+        self.spatial_factor = cfg.spatial_factor
+        self.rows: RowSplit | None = None
 
     def forward(self, x: torch.Tensor, cache: CausalConvCache) -> torch.Tensor:
+        if self.rows is not None:  # each rank encodes its band of pixel rows (whole latent rows)
+            x = self.rows.split(x, self.spatial_factor)
         x = self.conv1(x, cache)
         x = _run(self.downsamples, x, cache)
         x = _run(self.middle, x, cache)
         norm, act, conv = self.head
-        return conv(act(norm(x)), cache)
+        x = conv(act(norm(x)), cache)
+        return x if self.rows is None else self.rows.gather(x)
 
 
 class Decoder3d(nn.Module):
@@ -410,13 +463,17 @@ class Decoder3d(nn.Module):
 
         width = dims[-1]
         self.head = nn.Sequential(RMSNorm(width, 3), nn.SiLU(), CausalConv3d(width, 3, 3, padding=1))
+        self.rows: RowSplit | None = None
 
     def forward(self, x: torch.Tensor, cache: CausalConvCache) -> torch.Tensor:
+        if self.rows is not None:  # each rank decodes its band of latent rows
+            x = self.rows.split(x, 1)
         x = self.conv1(x, cache)
         x = _run(self.middle, x, cache)
         x = _run(self.upsamples, x, cache)
         norm, act, conv = self.head
-        return conv(act(norm(x)), cache)
+        x = conv(act(norm(x)), cache)
+        return x if self.rows is None else self.rows.gather(x)
 
 
 class WanVAE(nn.Module):

@@ -31,6 +31,7 @@ __all__ = [
     "BACKENDS",
     "Backend",
     "attention",
+    "attention_with_lse",
     "flash_available",
     "get_attention_backend",
     "resolve_backend",
@@ -90,6 +91,31 @@ def attention(
     name = resolve_backend(q, backend)
     lengths = _key_lengths(k_len, k)
     return _IMPLS[name](q, k, v, lengths).to(q.dtype)
+
+
+def attention_with_lse(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, backend: str | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Attention plus its log-sum-exp, for merging partial results (ring attention): ``[B, Lq, H, D]`` output in
+    ``q``'s dtype and ``[B, H, Lq]`` float32 LSE.
+
+    PyTorch's own flash kernels return the LSE: ``_scaled_dot_product_flash_attention`` on CUDA (fp16/bf16) and
+    ``_scaled_dot_product_flash_attention_for_cpu`` on the CPU; ``backend="math"`` (or any other device/dtype)
+    takes the explicit float32 path, which materialises the scores.
+    """
+    name = backend or _override
+    qt, kt, vt = (t.transpose(1, 2) for t in (q, k, v))
+    if name != "math":
+        if q.is_cuda and q.dtype in (torch.float16, torch.bfloat16):
+            out, lse = torch.ops.aten._scaled_dot_product_flash_attention(qt, kt, vt)[:2]
+            return out.transpose(1, 2), lse
+        if q.device.type == "cpu":
+            out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(qt, kt, vt)[:2]
+            return out.transpose(1, 2), lse
+    scores = (qt.float() @ kt.float().transpose(-1, -2)) * (1.0 / math.sqrt(q.shape[-1]))
+    lse = torch.logsumexp(scores, dim=-1)
+    out = torch.exp(scores - lse.unsqueeze(-1)) @ vt.float()
+    return out.transpose(1, 2).to(q.dtype), lse
 
 
 # -- helpers ---------------------------------------------------------------------------------------------------

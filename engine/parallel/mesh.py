@@ -1,8 +1,11 @@
 """Process-group set-up and the parallel degrees of sequence parallelism (SPEC-flashtalk.md §7.1).
 
 The release's ``get_parallel_degree(world, 40)``: Ulysses degree ``gcd(world, heads)``, ring degree
-``world // ulysses`` (1->(1,1), 2->(2,1), 4->(4,1), 6->(2,3), 8->(8,1), 16->(8,2)). Only the Ulysses part is
-built here, so a world whose ring degree would exceed 1 is refused with the sizes that work.
+``world // ulysses`` (1->(1,1), 2->(2,1), 4->(4,1), 6->(2,3), 8->(8,1), 16->(8,2)); either degree may be set
+explicitly instead (``engine.flashtalk.ulysses_degree`` / ``ring_degree``). The ranks form a 2-D mesh as
+xDiT/yunchang lay it out ("Ulysses low"): Ulysses groups are ``u`` consecutive ranks (``[i*u, (i+1)*u)``), ring
+groups take one rank from each (``{j, j+u, j+2u, ...}``), so the all-to-alls stay between neighbouring GPUs and
+only the ring's K/V hops cross the larger distance.
 
 Unlike the release (``init_process_group(timeout=7 days)``) the timeout is the caller's (from config): a rank that
 died must fail its peers within minutes, not hang them for a week.
@@ -11,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -21,7 +25,7 @@ __all__ = [
     "ParallelContext",
     "destroy_parallel",
     "init_parallel",
-    "supported_world_sizes",
+    "resolve_degrees",
     "ulysses_degree_for",
 ]
 
@@ -39,14 +43,37 @@ def ulysses_degree_for(world_size: int, num_heads: int = RELEASED_HEADS) -> int:
     return math.gcd(world_size, num_heads)
 
 
-def supported_world_sizes(num_heads: int = RELEASED_HEADS, limit: int = 64) -> list[int]:
-    """World sizes up to ``limit`` that are pure Ulysses (ring degree 1): the divisors of ``num_heads``."""
-    return [w for w in range(1, limit + 1) if num_heads % w == 0]
+def resolve_degrees(world_size: int, num_heads: int = RELEASED_HEADS, ulysses: int = 0, ring: int = 0) -> tuple[int, int]:
+    """``(ulysses, ring)`` for ``world_size``: the release's gcd rule where both are 0, else the given one(s).
+
+    Raises ValueError naming the fix when the degrees do not multiply to the world or Ulysses does not divide
+    the heads.
+    """
+    if world_size < 1 or ulysses < 0 or ring < 0:
+        raise ValueError(f"need world_size >= 1 and degrees >= 0, got {world_size}, {ulysses}, {ring}")
+    if ulysses == 0 and ring == 0:
+        ulysses = ulysses_degree_for(world_size, num_heads)
+    if ulysses == 0:
+        ulysses = world_size // ring if world_size % ring == 0 else 0
+    if ring == 0:
+        ring = world_size // ulysses if ulysses and world_size % ulysses == 0 else 0
+    if ulysses * ring != world_size:
+        raise ValueError(f"engine.flashtalk.ulysses_degree ({ulysses}) x ring_degree ({ring}) must equal world_size "
+                         f"({world_size}); set both to 0 for the release's choice")
+    if num_heads % ulysses:
+        raise ValueError(f"Ulysses degree {ulysses} does not divide the model's {num_heads} heads; use a divisor of "
+                         f"{num_heads} (ring degree takes the rest), or 0 for gcd(world, heads)")
+    return ulysses, ring
 
 
 @dataclass(frozen=True)
 class ParallelContext:
-    """Where this process sits: its rank, the degrees, the Ulysses process group and its device."""
+    """Where this process sits: its rank, the degrees, its process groups and its device.
+
+    ``group`` spans every sequence-parallel rank (the model-boundary split and gather); ``ulysses_group`` the ``u``
+    ranks that exchange heads (the all-to-alls); ``ring_group`` the ``r`` ranks that pass K/V round the ring. A
+    degree-1 axis needs no group; a full-world axis defaults to ``group``.
+    """
 
     rank: int
     world_size: int
@@ -54,6 +81,8 @@ class ParallelContext:
     ring_degree: int
     group: dist.ProcessGroup | None
     device: torch.device
+    ulysses_group: dist.ProcessGroup | None = None
+    ring_group: dist.ProcessGroup | None = None
 
     def __post_init__(self) -> None:
         if not 0 <= self.rank < self.world_size:
@@ -62,6 +91,20 @@ class ParallelContext:
             raise ValueError(
                 f"ulysses {self.ulysses_degree} x ring {self.ring_degree} must equal world {self.world_size}"
             )
+        if self.ulysses_group is None and self.ring_degree == 1:
+            object.__setattr__(self, "ulysses_group", self.group)
+        if self.ring_group is None and self.ulysses_degree == 1:
+            object.__setattr__(self, "ring_group", self.group)
+
+    @property
+    def ulysses_rank(self) -> int:
+        """This rank's place in its Ulysses group (its head group between the all-to-alls)."""
+        return self.rank % self.ulysses_degree
+
+    @property
+    def ring_rank(self) -> int:
+        """This rank's place in its ring group (which block of ``u`` sequence shards it gathers)."""
+        return self.rank // self.ulysses_degree
 
     @classmethod
     def single(cls, device: torch.device | str = "cpu") -> ParallelContext:
@@ -75,7 +118,8 @@ def _device_for(backend: str, rank: int) -> torch.device:
     count = torch.cuda.device_count()
     if count == 0:
         raise RuntimeError("backend 'nccl' needs CUDA devices; use backend='gloo' on CPU")
-    device = torch.device("cuda", rank % count)  # single node, as the release (device cuda:<rank>)
+    local = int(os.environ.get("LOCAL_RANK", rank))  # torchrun's per-node index; the release's cuda:<rank> otherwise
+    device = torch.device("cuda", local % count)
     torch.cuda.set_device(device)
     return device
 
@@ -88,20 +132,18 @@ def init_parallel(
     timeout_s: float = DEFAULT_TIMEOUT_S,
     *,
     num_heads: int = RELEASED_HEADS,
+    ulysses_degree: int = 0,
+    ring_degree: int = 0,
 ) -> ParallelContext:
     """Join the process group (when ``world_size > 1``) and return this rank's :class:`ParallelContext`.
 
-    ``init_method`` is ``env://`` (torchrun), ``tcp://host:port`` or ``file:///path``. Raises when the world
-    would need ring attention (``gcd(world, num_heads) < world``), which is not implemented.
+    ``init_method`` is ``env://`` (torchrun), ``tcp://host:port`` or ``file:///path``. The degrees follow
+    :func:`resolve_degrees`; with both above 1 the 2-D mesh's groups are created (every rank creates every group,
+    in the same order, as torch.distributed requires).
     """
     if timeout_s <= 0:
         raise ValueError(f"timeout_s must be > 0, got {timeout_s}")
-    ulysses = ulysses_degree_for(world_size, num_heads)
-    if ulysses != world_size:
-        raise ValueError(
-            f"world size {world_size} needs ring degree {world_size // ulysses} over {num_heads} heads; only "
-            f"Ulysses is implemented: use one of {supported_world_sizes(num_heads, limit=max(world_size, 8))}"
-        )
+    ulysses, ring = resolve_degrees(world_size, num_heads, ulysses_degree, ring_degree)
     device = _device_for(backend, rank)
     if world_size == 1:
         return ParallelContext(rank, 1, 1, 1, None, device)
@@ -114,8 +156,26 @@ def init_parallel(
             f"torch.distributed is already initialised as rank {dist.get_rank()} of {dist.get_world_size()}, "
             f"not {rank} of {world_size}; call destroy_parallel() first"
         )
-    log.info("parallel: rank %d/%d, ulysses %d, ring 1, backend %s, %s", rank, world_size, ulysses, backend, device)
-    return ParallelContext(rank, world_size, ulysses, 1, dist.group.WORLD, device)
+    world = dist.group.WORLD
+    ulysses_group, ring_group = _mesh_groups(rank, ulysses, ring) if ulysses > 1 and ring > 1 else (None, None)
+    log.info("parallel: rank %d/%d, ulysses %d x ring %d, backend %s, %s", rank, world_size, ulysses, ring, backend,
+             device)
+    return ParallelContext(rank, world_size, ulysses, ring, world, device, ulysses_group, ring_group)
+
+
+def _mesh_groups(rank: int, ulysses: int, ring: int) -> tuple[dist.ProcessGroup, dist.ProcessGroup]:
+    """This rank's Ulysses and ring groups of the ``ring x ulysses`` mesh (all groups made on every rank)."""
+    mine_u = mine_r = None
+    for i in range(ring):
+        group = dist.new_group([i * ulysses + j for j in range(ulysses)])
+        if rank // ulysses == i:
+            mine_u = group
+    for j in range(ulysses):
+        group = dist.new_group([j + i * ulysses for i in range(ring)])
+        if rank % ulysses == j:
+            mine_r = group
+    assert mine_u is not None and mine_r is not None
+    return mine_u, mine_r
 
 
 def destroy_parallel(ctx: ParallelContext) -> None:

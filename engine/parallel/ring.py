@@ -6,45 +6,37 @@ Each rank keeps its query shard. In step ``i`` it attends to the K/V shard that 
 the running one with the standard online-softmax merge: ``lse = logaddexp(lse_a, lse_b)``,
 ``out = out_a·e^(lse_a-lse) + out_b·e^(lse_b-lse)``. After ``P`` steps every query has seen every key, so the
 result equals full attention up to fp32 rounding. Keys past the real token count (the zero padding that makes
-the sequence divisible) are masked, as :mod:`engine.parallel.usp` does.
+the sequence divisible) are left out: they are always the tail of a block, so the block is cut to its valid
+prefix (no mask, so the flash kernels apply) and a block of padding alone contributes nothing. The next block is
+already on its way while the current one is attended to.
 
-The partial attention here is the fp32 math path (it needs the log-sum-exp, which SDPA does not return); on
-GPUs flash-attn's LSE-returning kernel belongs in :func:`partial_attention`. Layered on the DiT's seams like
-Ulysses: :func:`apply_ring_parallel` sets ``model.parallel`` (split/gather) and every block's ``attention_fn``.
+The partial attention is :func:`engine.ops.attention.attention_with_lse` (PyTorch's flash kernels, which return
+the LSE, on CUDA and CPU). :mod:`engine.parallel.usp` calls :func:`ring_attention` inside the ring group of the
+Ulysses × Ring mesh (pure ring when the Ulysses degree is 1).
 """
 from __future__ import annotations
-
-import logging
-import math
 
 import torch
 import torch.distributed as dist
 
-from engine.models.audio_attention import SeqShard
-from engine.models.transformer import WanAudioTransformer
-from engine.parallel.all_to_all import gather_sequence
-from engine.parallel.mesh import ParallelContext
-from engine.parallel.sequence import shard_for, split_sequence
+from engine.ops.attention import attention_with_lse
 
-__all__ = ["RingSequenceParallel", "apply_ring_parallel", "merge_partials", "partial_attention", "ring_attention"]
-
-log = logging.getLogger(__name__)
+__all__ = ["merge_partials", "partial_attention", "ring_attention"]
 
 
-def partial_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-                      key_valid: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def partial_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, valid_keys: int | None = None, *,
+                      backend: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Attention of ``[B, Sq, H, D]`` queries over one K/V block: (output ``[B, Sq, H, D]`` fp32, lse ``[B, H, Sq]``).
 
-    ``key_valid`` (``[Sk]`` bool) masks keys; a block with no valid key gives lse ``-inf`` and a zero output.
+    Only the first ``valid_keys`` keys take part (all when None); a block with none gives lse ``-inf`` and zeros.
     """
-    scale = 1.0 / math.sqrt(q.shape[-1])
-    scores = torch.einsum("bqhd,bkhd->bhqk", q.float(), k.float()) * scale
-    if key_valid is not None:
-        scores = scores.masked_fill(~key_valid.view(1, 1, 1, -1), float("-inf"))
-    lse = torch.logsumexp(scores, dim=-1)
-    weights = torch.exp(scores - lse.unsqueeze(-1)).nan_to_num(0.0)  # all-masked rows: exp(-inf - -inf) = nan -> 0
-    out = torch.einsum("bhqk,bkhd->bqhd", weights, v.float())
-    return out, lse
+    if valid_keys is not None and valid_keys < k.shape[1]:
+        if valid_keys <= 0:
+            lse = torch.full((q.shape[0], q.shape[2], q.shape[1]), float("-inf"), device=q.device)
+            return torch.zeros(q.shape, dtype=torch.float32, device=q.device), lse
+        k, v = k[:, :valid_keys], v[:, :valid_keys]
+    out, lse = attention_with_lse(q, k, v, backend=backend)
+    return out.float(), lse.float()
 
 
 def merge_partials(out_a: torch.Tensor, lse_a: torch.Tensor, out_b: torch.Tensor,
@@ -56,21 +48,19 @@ def merge_partials(out_a: torch.Tensor, lse_a: torch.Tensor, out_b: torch.Tensor
     return out_a * w_a + out_b * w_b, lse
 
 
-def _exchange(tensor: torch.Tensor, group: dist.ProcessGroup | None) -> torch.Tensor:
-    """Send ``tensor`` to the next rank of the ring and receive the previous rank's."""
+def _start_exchange(tensor: torch.Tensor, group: dist.ProcessGroup | None) -> tuple[torch.Tensor, list]:
+    """Start sending ``tensor`` to the next rank of the ring and receiving the previous rank's (non-blocking)."""
     world, rank = dist.get_world_size(group), dist.get_rank(group)
     received = torch.empty_like(tensor)
     to_next = dist.P2POp(dist.isend, tensor.contiguous(), dist.get_global_rank(group, (rank + 1) % world) if group
                          else (rank + 1) % world, group)
     from_prev = dist.P2POp(dist.irecv, received, dist.get_global_rank(group, (rank - 1) % world) if group
                            else (rank - 1) % world, group)
-    for request in dist.batch_isend_irecv([to_next, from_prev]):
-        request.wait()
-    return received
+    return received, dist.batch_isend_irecv([to_next, from_prev])
 
 
 def ring_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, total_tokens: int,
-                   group: dist.ProcessGroup | None = None) -> torch.Tensor:
+                   group: dist.ProcessGroup | None = None, backend: str | None = None) -> torch.Tensor:
     """This rank's ``[B, s, H, D]`` q/k/v shard -> its ``[B, s, H, D]`` output over the whole (padded) sequence.
 
     ``total_tokens``: the real token count (keys at or past it are padding and masked).
@@ -80,46 +70,14 @@ def ring_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, total_t
     kv = torch.stack([k, v])
     out = lse = None
     for step in range(world):
+        # The next block travels while this one is attended to (communication hidden behind compute).
+        incoming, requests = _start_exchange(kv, group) if step + 1 < world else (kv, [])
         owner = (rank - step) % world
-        positions = torch.arange(owner * shard, (owner + 1) * shard, device=q.device)
-        valid = positions < total_tokens
-        part, part_lse = partial_attention(q, kv[0], kv[1], None if bool(valid.all()) else valid)
+        valid = min(shard, max(0, total_tokens - owner * shard))  # padding is the tail of the last block(s)
+        part, part_lse = partial_attention(q, kv[0], kv[1], valid, backend=backend)
         out, lse = (part, part_lse) if out is None else merge_partials(out, lse, part, part_lse)
-        if step + 1 < world:
-            kv = _exchange(kv, group)
+        for request in requests:
+            request.wait()
+        kv = incoming
     assert out is not None
     return out.to(q.dtype)
-
-
-class RingSequenceParallel:
-    """The boundary split/gather and the ring self-attention of one rank (pure ring: ``ulysses_degree == 1``)."""
-
-    def __init__(self, ctx: ParallelContext) -> None:
-        if ctx.ulysses_degree != 1 or ctx.ring_degree != ctx.world_size:
-            raise ValueError(f"RingSequenceParallel needs ring degree = world ({ctx.world_size}) and Ulysses 1; "
-                             f"got ulysses {ctx.ulysses_degree} x ring {ctx.ring_degree}")
-        self.ctx = ctx
-        self._num_tokens: int | None = None
-
-    def split(self, tokens: torch.Tensor) -> tuple[torch.Tensor, SeqShard]:
-        world, rank = self.ctx.ring_degree, self.ctx.rank
-        self._num_tokens = tokens.shape[1]
-        return split_sequence(tokens, rank, world), shard_for(rank, world, tokens.shape[1])
-
-    def gather(self, tokens: torch.Tensor) -> torch.Tensor:
-        return gather_sequence(tokens, self.ctx.group)
-
-    def self_attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        if self._num_tokens is None:
-            raise RuntimeError("RingSequenceParallel.self_attention ran before split(); call the model's forward")
-        return ring_attention(q, k, v, total_tokens=self._num_tokens, group=self.ctx.group)
-
-
-def apply_ring_parallel(model: WanAudioTransformer, ctx: ParallelContext) -> RingSequenceParallel:
-    """Install ring sequence parallelism on ``model`` in place (every rank calls it with its own ``ctx``)."""
-    parallel = RingSequenceParallel(ctx)
-    model.parallel = parallel  # type: ignore[assignment]
-    for block in model.blocks:
-        block.self_attn.attention_fn = parallel.self_attention
-    log.info("sequence parallel: rank %d of %d (ring %d)", ctx.rank, ctx.world_size, ctx.ring_degree)
-    return parallel

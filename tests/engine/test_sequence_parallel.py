@@ -141,9 +141,9 @@ def test_ulysses_degree_gcd_rule(world: int, heads: int, expected: int) -> None:
     assert ulysses_degree_for(world, heads) == expected
 
 
-def test_init_parallel_refuses_ring_worlds_and_bad_timeouts() -> None:
-    with pytest.raises(ValueError, match="ring degree 3"):
-        init_parallel(6, 0, num_heads=40)
+def test_init_parallel_refuses_bad_degrees_and_timeouts_before_joining() -> None:
+    with pytest.raises(ValueError, match="must equal world_size"):
+        init_parallel(6, 0, num_heads=40, ulysses_degree=4)
     with pytest.raises(ValueError, match="timeout_s"):
         init_parallel(1, 0, timeout_s=0)
     ctx = init_parallel(1, 0, num_heads=40)
