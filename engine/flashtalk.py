@@ -576,6 +576,7 @@ def build_engine(engine_config: Any) -> FlashTalkEngine:
     """
     ft = engine_config.flashtalk
     drift = getattr(engine_config, "drift", None)
+    _select_attention(getattr(ft, "attention", "auto"))
     if getattr(ft, "preset", "14b") == TINY_PRESET:
         return _build_tiny(engine_config, drift)
     if ft.cpu_offload:
@@ -607,10 +608,21 @@ def build_engine(engine_config: Any) -> FlashTalkEngine:
         vae = engine.models.vae if ft.parallel_vae and isinstance(engine.models.vae, WanVAE) else None
         try:
             parallelize(engine.models.dit, ft.world_size, timeout_s=ft.nccl_timeout_s,
-                        ulysses_degree=ft.ulysses_degree, ring_degree=ft.ring_degree, vae=vae)
+                        ulysses_degree=ft.ulysses_degree, ring_degree=ft.ring_degree, vae=vae,
+                        sp_backend=getattr(ft, "sp_backend", "auto"))
         except ValueError as exc:
             raise FlashTalkConfigError(str(exc)) from exc
     return engine
+
+
+def _select_attention(name: str) -> None:
+    """``engine.flashtalk.attention``: force one kernel of the facade (``auto`` keeps the probed choice)."""
+    from engine.ops.attention import set_attention_backend
+
+    try:
+        set_attention_backend(None if name == "auto" else name)
+    except RuntimeError as exc:  # e.g. flash asked for where flash-attn does not load: the reason names the extra
+        raise FlashTalkConfigError(f"engine.flashtalk.attention={name}: {exc}") from exc
 
 
 def _select_rank_device() -> None:

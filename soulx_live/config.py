@@ -98,6 +98,8 @@ class FlashTalkConfig(_Section):
     ulysses_degree: int = Field(0, ge=0)  # 0: gcd(world_size, heads) as released
     ring_degree: int = Field(0, ge=0)  # 0: world_size // ulysses_degree
     parallel_vae: bool = True
+    sp_backend: Literal["auto", "native", "xfuser"] = "auto"  # auto: xfuser when it imports on CUDA
+    attention: Literal["auto", "sdpa", "flash", "math"] = "auto"  # the attention kernel (auto: probed once)
     preset: Literal["14b", "tiny-random"] = "14b"
 
     @model_validator(mode="after")

@@ -8,6 +8,7 @@ Every check is a small function returning one :class:`Check` row. ``ok`` is True
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import importlib.metadata
 import json
 import logging
@@ -121,8 +122,20 @@ def check_optional_packages() -> list[Check]:
     return [
         _module_check("transformers (FlashTalk audio)", "transformers", "transformers", install_hint("engine")),
         _module_check("flash-attn", "flash_attn", "flash-attn", install_hint("gpu") + " (needs CUDA and a matching torch)"),
-        _module_check("xfuser (multi-GPU)", "xfuser", "xfuser", install_hint("multigpu")),
+        _xfuser_check(),
     ]
+
+
+def _xfuser_check() -> Check:
+    """Through the engine's one xfuser module: xfuser raises at import without a GPU, which is not a defect."""
+    if importlib.util.find_spec("xfuser") is None:
+        return Check("xfuser (multi-GPU)", None, "not installed (the native all-to-all/ring path is used)",
+                     install_hint("multigpu"))
+    from engine.parallel.xfuser_attention import xfuser_probe
+
+    modules, reason = xfuser_probe()
+    return Check("xfuser (multi-GPU)", True if modules else None, f"xfuser {_version('xfuser')}: {reason}",
+                 "" if modules else install_hint("multigpu"))
 
 
 # -- devices and services --------------------------------------------------------------------------

@@ -18,6 +18,7 @@ from engine.models.vae import WanVAE
 from engine.parallel.mesh import ParallelContext, init_parallel, resolve_degrees
 from engine.parallel.usp import apply_sequence_parallel
 from engine.parallel.vae import apply_parallel_vae
+from engine.parallel.xfuser_attention import SpBackend
 
 __all__ = ["parallelize", "torchrun_rank"]
 
@@ -30,7 +31,7 @@ def torchrun_rank() -> tuple[int, int]:
 
 
 def parallelize(dit: WanAudioTransformer, world_size: int, *, timeout_s: float = 120.0, ulysses_degree: int = 0,
-                ring_degree: int = 0, vae: WanVAE | None = None) -> ParallelContext | None:
+                ring_degree: int = 0, vae: WanVAE | None = None, sp_backend: SpBackend = "auto") -> ParallelContext | None:
     """Join the group and split ``dit`` (and ``vae`` when given) across it; None for one process.
 
     Raises ValueError naming the fix (wrong process count, degrees that do not fit the world or the heads).
@@ -46,7 +47,7 @@ def parallelize(dit: WanAudioTransformer, world_size: int, *, timeout_s: float =
     backend = "nccl" if torch.cuda.is_available() else "gloo"
     ctx = init_parallel(world_size, rank, backend, "env://", timeout_s, num_heads=heads,
                         ulysses_degree=ulysses, ring_degree=ring)
-    apply_sequence_parallel(dit, ctx)
+    apply_sequence_parallel(dit, ctx, sp_backend=sp_backend)
     if vae is not None:
         apply_parallel_vae(vae, rank=rank, world=world_size, group=ctx.group)
     return ctx

@@ -20,6 +20,7 @@ single-process result (the release's were wrong unless the count divided the wor
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 import torch
 
@@ -34,6 +35,7 @@ from engine.parallel.all_to_all import (
 from engine.parallel.mesh import ParallelContext
 from engine.parallel.ring import ring_attention
 from engine.parallel.sequence import padded_length, shard_for, split_sequence
+from engine.parallel.xfuser_attention import SpBackend, XfuserSelfAttention, resolve_sp_backend
 
 __all__ = ["SequenceParallel", "apply_sequence_parallel", "remove_sequence_parallel"]
 
@@ -46,9 +48,11 @@ class SequenceParallel:
     ``split`` records the real token count of the current forward; ``self_attention`` excludes the keys past it.
     """
 
-    def __init__(self, ctx: ParallelContext, *, backend: str | None = None) -> None:
+    def __init__(self, ctx: ParallelContext, *, backend: str | None = None,
+                 kernel: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor] | None = None) -> None:
         self.ctx = ctx
         self.backend = backend
+        self.kernel = kernel  # e.g. xfuser's (engine.parallel.xfuser_attention); used when no key is padding
         self._num_tokens: int | None = None
 
     def split(self, tokens: torch.Tensor) -> tuple[torch.Tensor, SeqShard]:
@@ -65,31 +69,42 @@ class SequenceParallel:
         """Local ``[B, s, H, D]`` q/k/v -> local ``[B, s, H, D]`` attention over the whole sequence."""
         if self._num_tokens is None:
             raise RuntimeError("SequenceParallel.self_attention ran before split(); call the model's forward")
+        if self.kernel is not None and self._num_tokens == padded_length(self._num_tokens, self.ctx.world_size):
+            return self.kernel(q, k, v)
+        return self._native_attention(q, k, v, self._num_tokens)
+
+    def _native_attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, num_tokens: int) -> torch.Tensor:
+        """Own all-to-all in the Ulysses group, own ring in the ring group; padded keys left out."""
         ctx, batch = self.ctx, q.shape[0]
         if ctx.ulysses_degree > 1:  # one all-to-all for q, k and v: [B, u*s, H/u, D] each
             q, k, v = sequence_to_heads(torch.cat([q, k, v]), ctx.ulysses_group).split(batch)
         if ctx.ring_degree > 1:
-            out = ring_attention(q, k, v, total_tokens=self._num_tokens, group=ctx.ring_group, backend=self.backend)
+            out = ring_attention(q, k, v, total_tokens=num_tokens, group=ctx.ring_group, backend=self.backend)
         else:
             padded = q.shape[1]
-            if padded != padded_length(self._num_tokens, ctx.world_size):
+            if padded != padded_length(num_tokens, ctx.world_size):
                 raise RuntimeError(f"self-attention got {padded} tokens after the all-to-all; expected the split's")
-            out = attention(q, k, v, backend=self.backend,
-                            k_len=None if padded == self._num_tokens else self._num_tokens)
+            out = attention(q, k, v, backend=self.backend, k_len=None if padded == num_tokens else num_tokens)
         return heads_to_sequence(out, ctx.ulysses_group) if ctx.ulysses_degree > 1 else out
 
 
 def apply_sequence_parallel(
-    model: WanAudioTransformer, ctx: ParallelContext, *, backend: str | None = None
+    model: WanAudioTransformer, ctx: ParallelContext, *, backend: str | None = None, sp_backend: SpBackend = "native"
 ) -> SequenceParallel:
-    """Install sequence parallelism on ``model`` in place (every rank calls it with its own ``ctx``)."""
+    """Install sequence parallelism on ``model`` in place (every rank calls it with its own ``ctx``).
+
+    ``sp_backend``: ``native`` (own all-to-all and ring), ``xfuser`` (xDiT's kernel, CUDA only) or ``auto``.
+    """
     heads = model.config.num_heads
     if heads % ctx.ulysses_degree:
         raise ValueError(
             f"Ulysses degree {ctx.ulysses_degree} does not divide the model's {heads} heads; "
             f"use a divisor of {heads} (the ring degree takes the rest of the world)"
         )
-    parallel = SequenceParallel(ctx, backend=backend)
+    kernel = None
+    if ctx.world_size > 1 and resolve_sp_backend(sp_backend) == "xfuser":
+        kernel = XfuserSelfAttention(ctx)
+    parallel = SequenceParallel(ctx, backend=backend, kernel=kernel)
     model.parallel = parallel
     for block in model.blocks:
         block.self_attn.attention_fn = parallel.self_attention

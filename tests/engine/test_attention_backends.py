@@ -203,3 +203,23 @@ def test_audio_window_assembly_is_a_contiguous_span() -> None:
         assert later[0, j - 1, :, 0, 0].tolist() == list(range(4 * j - 5, 4 * j + 3))
     with pytest.raises(ValueError, match=r"1 \+ 4\*n"):
         assemble_audio_windows(audio[:, :8], vae_scale=4, audio_window=window)
+
+
+def test_config_key_selects_the_kernel_or_names_the_fix() -> None:
+    """``engine.flashtalk.attention`` goes through build_engine's selector (the tiny preset builds in ms)."""
+    from soulx_live.config import EngineConfig
+
+    from engine.config import FlashTalkConfigError
+    from engine.flashtalk import build_engine
+    from engine.ops.attention import flash_available, get_attention_backend, set_attention_backend
+
+    try:
+        build_engine(EngineConfig(kind="flashtalk", flashtalk={"preset": "tiny-random", "attention": "math"}))
+        assert get_attention_backend() == "math"
+        build_engine(EngineConfig(kind="flashtalk", flashtalk={"preset": "tiny-random", "attention": "auto"}))
+        assert get_attention_backend() is None
+        if not flash_available():
+            with pytest.raises(FlashTalkConfigError, match=r"attention=flash.*flash-attn"):
+                build_engine(EngineConfig(kind="flashtalk", flashtalk={"preset": "tiny-random", "attention": "flash"}))
+    finally:
+        set_attention_backend(None)
