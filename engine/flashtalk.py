@@ -140,8 +140,10 @@ def generate_chunk(
     device = cond.device
     audio = audio_emb.to(device)
 
+    cached = {} if cond.cross is None else {"cross": cond.cross}  # per-session text/image K/V
+
     def dit_fn(latent: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        return models.dit(latent, t, cond.context, cond.clip_fea, cond.y, audio, seq_len=cond.seq_len)
+        return models.dit(latent, t, cond.context, cond.clip_fea, cond.y, audio, seq_len=cond.seq_len, **cached)
 
     timesteps = shifted_timesteps(cfg.sampling_steps, cfg.shift, cfg.num_timesteps).to(device)
     latent_init = noise.initial(cond.latent_shape, cond.y.dtype, device)
@@ -509,13 +511,19 @@ class FlashTalkEngine:
                 f"conditioning must give context [L, 4096] and CLIP tokens [1, 257, 1280], got "
                 f"{list(context.shape)} and {list(clip_fea.shape)}"
             )
+        context, clip_fea = context[None], clip_fea.reshape(1, 257, 1280)
+        context_kv = getattr(self.models.dit, "context_kv", None)
+        if context_kv is not None:
+            with torch.no_grad():
+                cross = context_kv(context, clip_fea)  # constant for the session: not recomputed per step
         return StreamConditioning(
             cond_image=cond_image,
             y=latents["y"].to(device=self.device),
-            context=context[None],
-            clip_fea=clip_fea.reshape(1, 257, 1280),
+            context=context,
+            clip_fea=clip_fea,
             reference_latent=latents["motion_latent"].to(device=self.device),
             seq_len=cfg.seq_len(),
+            cross=cross if context_kv is not None else None,
         )
 
     def start_session(self, request: SessionRequest) -> FlashTalkSession:

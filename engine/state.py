@@ -17,6 +17,7 @@ later in-place change a caller might make.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import Any
 
 import torch
 
@@ -38,6 +39,7 @@ class StreamConditioning:
     clip_fea: torch.Tensor
     reference_latent: torch.Tensor
     seq_len: int
+    cross: Any = None  # the DiT's precomputed text/image K/V for context/clip_fea (engine.models.transformer)
 
     @property
     def latent_shape(self) -> tuple[int, ...]:

@@ -35,7 +35,7 @@ import torch
 from torch import nn
 
 from engine.config import FlashTalkConfig
-from engine.models.transformer import DiTConfig, WanAudioTransformer
+from engine.models.transformer import CrossContext, DiTConfig, WanAudioTransformer
 
 if TYPE_CHECKING:
     from engine.drift import DriftThresholds
@@ -179,6 +179,10 @@ class TinyDenoiser(nn.Module):
         self.residual = residual
         self.num_timesteps = num_timesteps
 
+    def context_kv(self, context: torch.Tensor, clip_fea: torch.Tensor) -> CrossContext:
+        """The transformer's per-session cross-attention K/V (see :class:`CrossContext`)."""
+        return self.transformer.context_kv(context, clip_fea)
+
     def forward(
         self,
         x: torch.Tensor,
@@ -188,8 +192,9 @@ class TinyDenoiser(nn.Module):
         y: torch.Tensor,
         audio: torch.Tensor,
         seq_len: int | None = None,
+        cross: CrossContext | None = None,
     ) -> torch.Tensor:
-        r = self.transformer(x, t, context, clip_fea, y, audio, seq_len=seq_len)
+        r = self.transformer(x, t, context, clip_fea, y, audio, seq_len=seq_len, cross=cross)
         ref = y[:, -x.shape[1] :, :1].float()  # y = [mask (4), reference latent (16)]; frame 0 is the reference
         motion = x[:, :, :1].float()  # the clean motion context the sampler imposes
         r = r / r.std().clamp_min(1e-6)
