@@ -589,8 +589,6 @@ def build_engine(engine_config: Any) -> FlashTalkEngine:
         return _build_tiny(engine_config, drift)
     if ft.cpu_offload:
         raise FlashTalkConfigError("engine.flashtalk.cpu_offload is not supported in this build; set it to false")
-    if ft.compile:
-        log.warning("engine.flashtalk.compile is not wired yet; running eagerly")
     if engine_config.weights_dir is None:
         raise FlashTalkConfigError("engine.weights_dir is not set (--set engine.weights_dir=models/SoulX-FlashTalk-14B)")
     cfg = FlashTalkConfig(
@@ -620,7 +618,22 @@ def build_engine(engine_config: Any) -> FlashTalkEngine:
                         sp_backend=getattr(ft, "sp_backend", "auto"))
         except ValueError as exc:
             raise FlashTalkConfigError(str(exc)) from exc
+    _apply_speedups(engine.models.dit, ft)
     return engine
+
+
+def _apply_speedups(dit: Any, ft: Any) -> None:
+    """``engine.flashtalk.fp8`` then ``compile``: FP8 block GEMMs, compiled DiT blocks (after sequence parallelism
+    is installed, so its collectives stay outside the graphs)."""
+    transformer = getattr(dit, "transformer", dit)
+    if getattr(ft, "fp8", False):
+        from engine.ops.fp8 import quantize_dit_fp8
+
+        quantize_dit_fp8(transformer)
+    if ft.compile:
+        from engine.ops.compile import compile_dit_blocks
+
+        compile_dit_blocks(transformer, getattr(ft, "compile_mode", "default"))
 
 
 def _select_attention(name: str) -> None:
@@ -660,4 +673,5 @@ def _build_tiny(engine_config: Any, drift: DriftThresholds | None) -> FlashTalkE
                         ulysses_degree=ft.ulysses_degree, ring_degree=ft.ring_degree)
         except ValueError as exc:
             raise FlashTalkConfigError(str(exc)) from exc
+    _apply_speedups(engine.models.dit, ft)
     return engine

@@ -92,6 +92,8 @@ class FlashTalkConfig(_Section):
     color_correction: float = Field(1.0, ge=0.0, le=1.0)
     audio_buffer_s: float = Field(8.0, gt=0)
     compile: bool = False
+    compile_mode: Literal["default", "reduce-overhead", "max-autotune"] = "default"  # reduce-overhead: CUDA graphs
+    fp8: bool = False  # e4m3 GEMMs in the DiT blocks (Ada/Hopper; error vs bf16: benchmarks/results/fp8_error_*.json)
     cpu_offload: bool = False
     world_size: int = Field(1, ge=1)
     nccl_timeout_s: float = Field(120.0, gt=0)

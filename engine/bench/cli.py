@@ -34,10 +34,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dtype", choices=("bf16", "fp16", "fp32"), default=None, help="bf16 released; fp32 with --tiny")
     p.add_argument("--chunks", type=int, default=3, help="chunks to stream; the first is reported apart (warm-up)")
     p.add_argument("--seed", type=int, default=9999)
-    p.add_argument("--world-size", type=int, default=1, help="GPUs (torchrun processes, Ulysses degree); divides 40")
+    p.add_argument("--world-size", type=int, default=1, help="GPUs (torchrun processes)")
+    p.add_argument("--ulysses", type=int, default=0, help="Ulysses degree (0: gcd(world, 40 heads), as released)")
+    p.add_argument("--ring", type=int, default=0, help="Ring degree (0: world / ulysses)")
+    p.add_argument("--no-parallel-vae", dest="parallel_vae", action="store_false",
+                   help="run the whole VAE on every rank instead of one band of rows each")
     p.add_argument("--attention", dest="attention_backend", choices=("auto", "sdpa", "flash", "math"),
                    default="auto", help="attention kernel (auto: flash-attn when installed, else SDPA)")
-    p.add_argument("--compile", action="store_true", help="torch.compile the DiT (the first chunk compiles)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the DiT blocks (the first chunk compiles)")
+    p.add_argument("--compile-mode", default="default", choices=("default", "reduce-overhead", "max-autotune"),
+                   help="reduce-overhead adds CUDA graphs")
+    p.add_argument("--no-cross-cache", dest="cross_kv_cache", action="store_false",
+                   help="recompute the text/image cross-attention K/V every step (as the release does)")
+    p.add_argument("--fp8", action="store_true", help="e4m3 GEMMs in the DiT blocks (FP8 tensor cores)")
     p.add_argument("--tiny", action="store_true", help="tiny widths on the CPU (checks the benchmark, not speed)")
     p.add_argument("--device", default=None, help="default: cuda (cpu with --tiny)")
 
@@ -60,6 +69,12 @@ def config_from_args(args: argparse.Namespace) -> Any:
         world_size=args.world_size,
         attention_backend=args.attention_backend,
         compile=bool(args.compile),
+        compile_mode=args.compile_mode,
+        ulysses_degree=args.ulysses,
+        ring_degree=args.ring,
+        parallel_vae=bool(args.parallel_vae),
+        cross_kv_cache=bool(args.cross_kv_cache),
+        fp8=bool(args.fp8),
     )
     cfg.validate()
     return cfg
@@ -70,7 +85,10 @@ def _flags(cfg: Any) -> list[str]:
     flags = ["--frames", str(cfg.frames), "--height", str(cfg.height), "--width", str(cfg.width),
              "--steps", str(cfg.steps), "--dtype", cfg.dtype, "--chunks", str(cfg.chunks), "--seed", str(cfg.seed),
              "--world-size", str(cfg.world_size), "--attention", cfg.attention_backend, "--device", cfg.device]
-    return flags + (["--tiny"] if cfg.tiny else []) + (["--compile"] if cfg.compile else [])
+    flags += ["--ulysses", str(cfg.ulysses_degree), "--ring", str(cfg.ring_degree), "--compile-mode", cfg.compile_mode]
+    switches = {"--tiny": cfg.tiny, "--compile": cfg.compile, "--no-parallel-vae": not cfg.parallel_vae,
+                "--no-cross-cache": not cfg.cross_kv_cache, "--fp8": cfg.fp8}
+    return flags + [flag for flag, on in switches.items() if on]
 
 
 def torchrun_command(world_size: int, module: str, args: list[str]) -> list[str]:

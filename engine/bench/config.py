@@ -32,6 +32,12 @@ class BenchConfig:
     world_size: int = 1
     attention_backend: str = "auto"
     compile: bool = False
+    compile_mode: str = "default"
+    ulysses_degree: int = 0  # 0: the release's gcd rule
+    ring_degree: int = 0
+    parallel_vae: bool = True
+    cross_kv_cache: bool = True
+    fp8: bool = False
 
     @classmethod
     def tiny_defaults(cls, **overrides: object) -> BenchConfig:
@@ -55,12 +61,14 @@ class BenchConfig:
             raise BenchConfigError(f"--world-size must be >= 1, got {self.world_size}")
         if self.world_size > 1:
             from engine.bench.models import dit_config
+            from engine.parallel.mesh import resolve_degrees
 
-            heads = dit_config(self.tiny).num_heads
-            if heads % self.world_size:  # Ulysses only (engine.parallel): the degree must divide the heads
-                fits = [w for w in range(1, heads + 1) if heads % w == 0]
-                raise BenchConfigError(f"--world-size {self.world_size} does not divide the DiT's {heads} heads; "
-                                       f"use one of {fits}")
+            try:
+                resolve_degrees(self.world_size, dit_config(self.tiny).num_heads, self.ulysses_degree, self.ring_degree)
+            except ValueError as exc:
+                raise BenchConfigError(f"--world-size/--ulysses/--ring: {exc}") from exc
+        if self.compile_mode not in ("default", "reduce-overhead", "max-autotune"):
+            raise BenchConfigError(f"--compile-mode must be default, reduce-overhead or max-autotune, got {self.compile_mode!r}")
         if self.device.startswith("cuda") and not torch.cuda.is_available():
             raise BenchConfigError("no CUDA device: run on a GPU machine, or use --tiny for the CPU check")
 

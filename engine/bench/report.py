@@ -156,6 +156,9 @@ def format_table(report: dict[str, Any]) -> str:
          f"{report['date']}  commit {commit}"),
         (f"config: {cfg['frames']} frames {cfg['height']}x{cfg['width']}, {cfg['steps']} steps, {cfg['dtype']}, "
          f"{cfg['chunks']} chunks, attention {report['attention_backend']}, compile {cfg['compile']}{tiny}"),
+        (f"levers: cross K/V cache {cfg.get('cross_kv_cache')}, fp8 {cfg.get('fp8')}, compile mode "
+         f"{cfg.get('compile_mode')}; parallel: ulysses {cfg.get('ulysses_degree') or 'auto'} x ring "
+         f"{cfg.get('ring_degree') or 'auto'}, parallel VAE {cfg.get('parallel_vae')}"),
         "",
         f"{'stage':<22}{'first chunk ms':>16}{'steady ms':>12}",
     ]

@@ -7,8 +7,9 @@ VAE re-encode of the last 5 frames -> uint8 on the device -> device-to-host copy
 
 ``dit_step_<i>`` is the DiT forward of step i; the sampler's element-wise update between steps is in
 ``chunk_ms`` only. Stage times come from :class:`engine.profiling.StageTimer` (CUDA events, read once per chunk:
-no host sync inside the chunk). With ``world_size > 1`` every rank runs this loop under torchrun with Ulysses
-sequence parallelism on the DiT (``engine.parallel``); the VAE runs whole on every rank.
+no host sync inside the chunk). With ``world_size > 1`` every rank runs this loop under torchrun with Ulysses x
+Ring sequence parallelism on the DiT and the VAE split into bands of rows (``engine.parallel``). The speed levers
+are flags: cached cross-attention K/V (on by default), ``--compile`` (regional, optional CUDA graphs), ``--fp8``.
 """
 from __future__ import annotations
 
@@ -53,6 +54,7 @@ class Session:
     timesteps: torch.Tensor  # shifted, steps + 1 values ending in 0
     seq_len: int
     noise: SeededNoise
+    cross: Any = None  # the DiT's cached text/image K/V (None: recomputed every step, as the release)
 
 
 @dataclass
@@ -71,21 +73,26 @@ class RawRun:
     world_size: int
 
 
-def prepare_session(cfg: BenchConfig, vae: WanVAE, device: torch.device) -> Session:
-    """Per-session state as ``engine.prepare`` builds it, from a random reference image."""
+def prepare_session(cfg: BenchConfig, vae: WanVAE, device: torch.device, dit: Any = None) -> Session:
+    """Per-session state as ``engine.prepare`` builds it, from a random reference image (with the DiT's cached
+    cross-attention K/V when ``dit`` is given and ``cfg.cross_kv_cache``)."""
     dtype = torch_dtype(cfg)
     image = np.random.default_rng(cfg.seed).integers(0, 256, (cfg.height, cfg.width, 3), dtype=np.uint8)
     ref = prepare_reference(reference_pixels(image, dtype=dtype, device=device), vae, cfg.frames)
     gen = torch.Generator(device).manual_seed(cfg.seed)
     lat_hw = (cfg.height // vae.config.spatial_factor, cfg.width // vae.config.spatial_factor)
+    context = torch.randn(1, TEXT_TOKENS, TEXT_DIM, device=device, dtype=dtype, generator=gen)
+    clip_fea = torch.randn(1, CLIP_TOKENS, CLIP_DIM, device=device, dtype=dtype, generator=gen)
+    cross = dit.context_kv(context, clip_fea) if dit is not None and cfg.cross_kv_cache else None
     return Session(
         ref=ref,
-        context=torch.randn(1, TEXT_TOKENS, TEXT_DIM, device=device, dtype=dtype, generator=gen),
-        clip_fea=torch.randn(1, CLIP_TOKENS, CLIP_DIM, device=device, dtype=dtype, generator=gen),
+        context=context,
+        clip_fea=clip_fea,
         motion=ref.motion_latent,
         timesteps=shifted_timesteps(cfg.steps, SHIFT),
         seq_len=token_count(cfg.frames, lat_hw),
         noise=SeededNoise(gen),
+        cross=cross,
     )
 
 
@@ -96,7 +103,8 @@ def _timed_dit(dit: Any, s: Session, audio: torch.Tensor, timer: StageTimer) -> 
     def dit_fn(latent: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         with timer.stage(f"dit_step_{calls[0]}"):
             calls[0] += 1
-            return dit(latent, t, s.context, s.clip_fea, s.ref.y, audio, seq_len=s.seq_len)
+            cached = {} if s.cross is None else {"cross": s.cross}
+            return dit(latent, t, s.context, s.clip_fea, s.ref.y, audio, seq_len=s.seq_len, **cached)
 
     return dit_fn
 
@@ -124,9 +132,10 @@ def run_chunk(
     return host
 
 
-def _parallel(cfg: BenchConfig, dit: torch.nn.Module) -> Any:
-    """Join the torchrun group and put Ulysses sequence parallelism on the DiT (``world_size > 1`` only)."""
+def _parallel(cfg: BenchConfig, dit: torch.nn.Module, vae: WanVAE) -> Any:
+    """Join the torchrun group; Ulysses x Ring on the DiT, the VAE in bands of rows (``world_size > 1`` only)."""
     from engine.parallel import apply_sequence_parallel, init_parallel
+    from engine.parallel.vae import apply_parallel_vae
 
     rank = int(os.environ.get("RANK", "-1"))
     if rank < 0 or int(os.environ.get("WORLD_SIZE", "0")) != cfg.world_size:
@@ -135,9 +144,12 @@ def _parallel(cfg: BenchConfig, dit: torch.nn.Module) -> Any:
             f"torchrun itself) or `torchrun --nproc_per_node {cfg.world_size} -m engine.bench ...`"
         )
     backend = "nccl" if cfg.device.startswith("cuda") else "gloo"
-    ctx = init_parallel(cfg.world_size, rank, backend=backend)
+    ctx = init_parallel(cfg.world_size, rank, backend=backend, num_heads=dit.config.num_heads,
+                        ulysses_degree=cfg.ulysses_degree, ring_degree=cfg.ring_degree)
     backend_name = None if cfg.attention_backend == "auto" else cfg.attention_backend
-    apply_sequence_parallel(dit, ctx, backend=backend_name)
+    apply_sequence_parallel(dit, ctx, backend=backend_name, sp_backend="native")
+    if cfg.parallel_vae:
+        apply_parallel_vae(vae, rank=ctx.rank, world=ctx.world_size, group=ctx.group)
     return ctx
 
 
@@ -156,8 +168,16 @@ def run_chunks(cfg: BenchConfig) -> RawRun:
         torch.cuda.set_device(device)
     dit, vae, audio_enc = build_models(cfg, device)
     if cfg.world_size > 1:
-        ctx = _parallel(cfg, dit)
-    dit_call: Any = torch.compile(dit) if cfg.compile else dit
+        ctx = _parallel(cfg, dit, vae)
+    if cfg.fp8:
+        from engine.ops.fp8 import quantize_dit_fp8
+
+        quantize_dit_fp8(dit)
+    if cfg.compile:
+        from engine.ops.compile import compile_dit_blocks
+
+        compile_dit_blocks(dit, cfg.compile_mode)  # type: ignore[arg-type]
+    dit_call: Any = dit
     build_s = time.perf_counter() - t0
     try:
         return _stream(cfg, dit, dit_call, vae, audio_enc, device, build_s, ctx)
@@ -177,7 +197,7 @@ def _stream(
             torch.cuda.synchronize(device)
             torch.cuda.reset_peak_memory_stats(device)
         start = time.perf_counter()
-        session = prepare_session(cfg, vae, device)
+        session = prepare_session(cfg, vae, device, dit)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         prepare_ms = (time.perf_counter() - start) * 1e3

@@ -112,8 +112,11 @@ def test_config_errors_name_the_flag():
         BenchConfig.tiny_defaults(height=40).validate()
     with pytest.raises(BenchConfigError, match="--world-size"):
         BenchConfig.tiny_defaults(world_size=0).validate()
-    with pytest.raises(BenchConfigError, match="4 heads; use one of \\[1, 2, 4\\]"):
-        BenchConfig.tiny_defaults(world_size=3).validate()
+    with pytest.raises(BenchConfigError, match="--ulysses.*does not divide the model's 4 heads"):
+        BenchConfig.tiny_defaults(world_size=3, ulysses_degree=3).validate()
+    BenchConfig.tiny_defaults(world_size=3).validate()  # 3 shares no factor with 4 heads: pure ring, allowed
+    with pytest.raises(BenchConfigError, match="--compile-mode"):
+        BenchConfig.tiny_defaults(compile_mode="fast").validate()
 
 
 # ----------------------------------------------------------------------------------------------- FLOP count

@@ -1,0 +1,96 @@
+"""Optional FP8 (e4m3) matrix multiplies for the DiT's big linear layers (``engine.flashtalk.fp8``).
+
+The DiT's time is in its GEMMs (q/k/v/o of self- and cross-attention and the two FFN layers: ~85 % of the FLOPs at
+768x448, SPEC-flashtalk.md §10.2). On Hopper an e4m3 GEMM runs at twice the bf16 rate. :class:`Fp8Linear`
+replaces those ``nn.Linear`` layers:
+
+* weights quantised once to e4m3 with one scale per output channel (``amax / 448``);
+* activations quantised per token at run time (one scale per row), so an outlier token does not flatten the rest;
+* on CUDA devices with FP8 tensor cores (compute capability >= 8.9) the product is ``torch._scaled_mm`` with those
+  row/column scales, accumulating in fp32 and writing the activation dtype; elsewhere the same quantised values
+  are multiplied in float32 (an emulation with the same rounding of inputs, used to measure the error on CPU).
+
+Everything else (embeddings, the float32 time/head layers, norms, the audio layers, attention itself) stays in
+its precision. The error against bf16 is measured on the golden bundle by ``benchmarks/fp8_error.py``.
+"""
+from __future__ import annotations
+
+import logging
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["FP8_MAX", "Fp8Linear", "fp8_supported", "quantize_dit_fp8", "quantize_rows"]
+
+log = logging.getLogger(__name__)
+
+FP8 = torch.float8_e4m3fn
+FP8_MAX = float(torch.finfo(FP8).max)  # 448
+#: The linear layers of each DiT block that become FP8 (names inside ``DiTBlock``).
+BLOCK_LINEARS = ("self_attn.q", "self_attn.k", "self_attn.v", "self_attn.o", "cross_attn.q", "cross_attn.o",
+                 "ffn.0", "ffn.2")
+
+
+def fp8_supported(device: torch.device) -> bool:
+    """Whether ``device`` has FP8 tensor cores for ``torch._scaled_mm`` (Ada/Hopper and later)."""
+    return device.type == "cuda" and torch.cuda.get_device_capability(device) >= (8, 9)
+
+
+def quantize_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``[N, K]`` -> e4m3 ``[N, K]`` and float32 ``[N, 1]`` scales with ``x ≈ q * scale`` (one scale per row)."""
+    scale = x.abs().amax(dim=-1, keepdim=True).float().clamp_min(1e-12) / FP8_MAX
+    q = (x.float() / scale).clamp(-FP8_MAX, FP8_MAX).to(FP8)
+    return q, scale
+
+
+class Fp8Linear(nn.Module):
+    """``nn.Linear`` with e4m3 weights (per output channel) and per-token e4m3 activations."""
+
+    def __init__(self, linear: nn.Linear) -> None:
+        super().__init__()
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+        weight, scale = quantize_rows(linear.weight.detach())
+        self.register_buffer("weight_fp8", weight)  # [out, in], row-major: its .t() is the column-major operand
+        self.register_buffer("weight_scale", scale.reshape(1, -1))  # [1, out]
+        self.register_buffer("bias", None if linear.bias is None else linear.bias.detach().clone())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        rows = x.reshape(-1, self.in_features)
+        q, scale = quantize_rows(rows)
+        if fp8_supported(x.device) and self.in_features % 16 == 0 and self.out_features % 16 == 0:
+            out_dtype = x.dtype if x.dtype in (torch.bfloat16, torch.float16) else torch.bfloat16
+            out = torch._scaled_mm(q, self.weight_fp8.t(), scale_a=scale, scale_b=self.weight_scale,
+                                   out_dtype=out_dtype)
+            out = out if self.bias is None else out + self.bias.to(out_dtype)
+        else:  # same quantised operands, multiplied in float32
+            weight = self.weight_fp8.float() * self.weight_scale.reshape(-1, 1)
+            bias = None if self.bias is None else self.bias.float()
+            out = F.linear(q.float() * scale, weight, bias)
+        return out.to(x.dtype).reshape(*x.shape[:-1], self.out_features)
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, e4m3"
+
+
+def quantize_dit_fp8(transformer: nn.Module) -> int:
+    """Replace the big linear layers of every block of ``transformer`` with :class:`Fp8Linear`; returns how many.
+
+    In place and one way (the bf16 weights of those layers are released): build a fresh model to go back.
+    """
+    count = 0
+    for block in transformer.blocks:  # type: ignore[attr-defined]
+        for name in BLOCK_LINEARS:
+            parent_name, _, leaf = name.rpartition(".")
+            parent = block.get_submodule(parent_name)
+            layer = getattr(parent, leaf) if not leaf.isdigit() else parent[int(leaf)]
+            if not isinstance(layer, nn.Linear):
+                continue
+            fp8 = Fp8Linear(layer)
+            if leaf.isdigit():
+                parent[int(leaf)] = fp8
+            else:
+                setattr(parent, leaf, fp8)
+            count += 1
+    log.info("fp8: %d linear layers in e4m3 (per-channel weights, per-token activations)", count)
+    return count
