@@ -119,3 +119,19 @@ def test_tiny_vae_round_trip_is_exact_on_latents() -> None:
     assert video.shape == (1, 3, 9, 64, 48) and video.abs().max() < 1
     torch.testing.assert_close(vae.encode(video), z, rtol=0, atol=1e-5)
     assert torch.equal(video[:, :, 4], vae.decode(z[:, :, :2])[:, :, 4])  # latent k is pixel frame 4k
+
+
+def test_degrees_that_do_not_fit_are_refused_before_joining_a_group(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under torchrun (env only: no process group is joined), wrong degrees fail fast with the setting to change."""
+    from soulx_live.config import EngineConfig
+
+    from engine.config import FlashTalkConfigError
+    from engine.flashtalk import build_engine
+
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    bad = {"preset": "tiny-random", "world_size": 4}
+    with pytest.raises(FlashTalkConfigError, match="Ulysses degree 4 does not divide the model's 2 heads"):
+        build_engine(EngineConfig(kind="flashtalk", flashtalk={**bad, "ulysses_degree": 4}))
+    with pytest.raises(FlashTalkConfigError, match="must equal world_size"):
+        build_engine(EngineConfig(kind="flashtalk", flashtalk={**bad, "ulysses_degree": 2, "ring_degree": 3}))
