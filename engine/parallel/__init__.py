@@ -1,8 +1,10 @@
-"""Sequence parallelism (Ulysses) for the DiT, layered on at the model's seams; see :mod:`engine.parallel.usp`."""
+"""Multi-GPU at the models' seams: Ulysses × Ring sequence parallelism for the DiT (:mod:`engine.parallel.usp`),
+the parallel VAE (:mod:`engine.parallel.vae`) and joining the torchrun group (:mod:`engine.parallel.launch`)."""
 from engine.parallel.mesh import (
     ParallelContext,
     destroy_parallel,
     init_parallel,
+    resolve_degrees,
     ulysses_degree_for,
 )
 from engine.parallel.usp import (
@@ -18,5 +20,6 @@ __all__ = [
     "destroy_parallel",
     "init_parallel",
     "remove_sequence_parallel",
+    "resolve_degrees",
     "ulysses_degree_for",
 ]
