@@ -23,7 +23,9 @@ kept by :class:`IdleCache` (bounded, the last few seconds of one uninterrupted q
 played ping-pong (forwards, backwards, ...) starting from the newest, so the motion has no jump. Frames
 near speech are never cached (the mouth may still be closing or already opening). With no idle frames
 cached, the lite renderer animates the last frame (blinks, sway, closed mouth; ``plugins.lite_idle``), and when
-it finds no face there the last frame stays. Never a black frame.
+it finds no face there the last frame stays. Never a black frame. Setting the lite renderer up (a face detector
+on the last frame) takes longer than a frame period, so it runs in a background thread that starts halfway
+into ``idle_after_s``; until it is ready the last frame stays, and the sink thread is never held up by it.
 
 Barge-in: :meth:`HoldingSink.interrupt` (epoch) drops chunks of older epochs from then on, ends the
 scheduled content now (the inner sink drops its queue: ``inner.interrupt(epoch)``) and so holds the
@@ -33,9 +35,11 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -52,6 +56,27 @@ __all__ = ["FrameGapFiller", "HoldingSink", "IdleCache", "IdleConfig"]
 log = logging.getLogger(__name__)
 
 Clock = Callable[[], float]
+
+#: How far into ``idle_after_s`` a hold starts preparing its fallbacks (the lite renderer's face detector
+#: runs in the background from then on; most holds are a late chunk and end sooner, costing nothing).
+PREPARE_AT = 0.5
+
+
+def _build_lite_animator(frame: np.ndarray, spec: ChunkSpec) -> Future[LiteIdleAnimator]:
+    """A :class:`~plugins.lite_idle.LiteIdleAnimator` of ``frame`` built in a daemon thread."""
+    job: Future[LiteIdleAnimator] = Future()
+
+    def build() -> None:
+        try:
+            from plugins.lite_idle import LiteIdleAnimator
+
+            job.set_result(LiteIdleAnimator(frame, spec))
+        except BaseException as exc:  # noqa: BLE001 - the sink thread then keeps the last frame
+            log.warning("hold: setting the lite renderer up failed; keeping the last frame", exc_info=True)
+            job.set_exception(exc)
+
+    threading.Thread(target=build, name="hold-lite-setup", daemon=True).start()
+    return job
 
 
 @dataclass(frozen=True)
@@ -170,7 +195,7 @@ class FrameGapFiller:
         self._hold_start = 0.0  # wall time at which the current hold's content ran out
         self._loop: tuple[np.ndarray, ...] | None = None  # idle loop of the current hold (None: not yet)
         self._loop_pos = 0
-        self._lite: LiteIdleAnimator | None = None  # last fallback of the current hold (None: not yet)
+        self._lite: Future[LiteIdleAnimator] | None = None  # last fallback of the current hold (None: not started)
         self.lite_frames = 0  # hold frames drawn by the lite renderer
 
     @property
@@ -227,10 +252,13 @@ class FrameGapFiller:
     def _hold_frame(self, slot: float) -> np.ndarray:
         """The frame shown in the hold slot starting at wall time ``slot``."""
         assert self._last is not None
-        if self.idle_after_s is None or slot - self._hold_start < self.idle_after_s - 1e-9:
+        if self.idle_after_s is None:
             return self._last
-        if self._loop is None:
-            self._loop = self.idle.snapshot()
+        held_s = slot - self._hold_start
+        if held_s >= PREPARE_AT * self.idle_after_s - 1e-9:
+            self._prepare_fallbacks()
+        if held_s < self.idle_after_s - 1e-9:
+            return self._last
         if not self._loop:
             return self._lite_frame()
         frame = self._loop[ping_pong(len(self._loop), self._loop_pos)]
@@ -238,14 +266,33 @@ class FrameGapFiller:
         self.idle_frames += 1
         return frame
 
-    def _lite_frame(self) -> np.ndarray:
-        """No idle frames cached: the lite renderer animates the last frame (blinks, sway), else the last frame."""
+    def _prepare_fallbacks(self) -> None:
+        """Take the idle loop; with none cached start setting the lite renderer up in the background."""
+        if self._loop is not None:
+            return
         assert self._last is not None
-        if self._lite is None:
-            from plugins.lite_idle import LiteIdleAnimator
+        self._loop = self.idle.snapshot()
+        if not self._loop:
+            self._lite = _build_lite_animator(self._last, self.spec)
 
-            self._lite = LiteIdleAnimator(self._last, self.spec)
-        frame = self._lite.next_frame()
+    def wait_fallback(self, timeout_s: float) -> bool:
+        """Block until the current hold's lite renderer set-up has finished (for tests and tools; the sink
+        thread never waits). False if none was started or it is still running after ``timeout_s``."""
+        if self._lite is None:
+            return False
+        try:
+            self._lite.exception(timeout=timeout_s)
+        except TimeoutError:
+            return False
+        return True
+
+    def _lite_frame(self) -> np.ndarray:
+        """No idle frames cached: the lite renderer animates the last frame (blinks, sway) once its set-up has
+        finished; until then, or when it found no face, the last frame."""
+        assert self._last is not None
+        if self._lite is None or not self._lite.done() or self._lite.exception() is not None:
+            return self._last
+        frame = self._lite.result().next_frame()
         if frame is None:
             return self._last
         self.lite_frames += 1

@@ -231,8 +231,47 @@ def test_no_idle_frames_but_a_face_the_lite_renderer_keeps_it_alive() -> None:
         chunk = filler.poll(now + i * 0.01)
         if chunk is not None:
             held += list(chunk.frames)
+        if i == 40:  # 0.4 s: the set-up began at 0.25 s in a background thread; a real clock gives it this time
+            assert filler.wait_fallback(30.0)
     assert filler.idle_frames == 0 and filler.lite_frames > 20
     assert all(f.any() for f in held)  # never black
     lively = held[-filler.lite_frames:]
     assert len({f.tobytes() for f in lively}) > 10, "the lite fallback froze"
     assert np.abs(lively[0].astype(int) - last.astype(int)).mean() < 20  # the same face, not another picture
+
+
+def test_the_lite_fallback_is_set_up_off_the_sink_thread(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Setting the lite renderer up (face detection) takes longer than a frame period: it must not stall the
+    thread that polls the filler. A set-up that blocks until released: polling goes on with the last frame,
+    and once released the animated frames follow."""
+    import threading
+
+    import plugins.lite_idle
+
+    release, built_on = threading.Event(), []
+
+    class SlowAnimator:
+        def __init__(self, frame: np.ndarray, spec: ChunkSpec) -> None:
+            built_on.append(threading.current_thread().name)
+            assert release.wait(30.0)
+            self.frame = frame
+
+        def next_frame(self) -> np.ndarray:
+            return 255 - self.frame
+
+    monkeypatch.setattr(plugins.lite_idle, "LiteIdleAnimator", SlowAnimator)
+    filler = FrameGapFiller(SPEC)
+    last = engine_chunk(0, True)
+    filler.feed(last, 0.0)  # speech only: no idle loop, so the lite renderer is the fallback
+    held = []
+    for i in range(1, 101):  # 1 s of outage on a fake clock; after_s = 0.5
+        chunk = filler.poll(0.2 + i * 0.01)
+        if chunk is not None:
+            held += list(chunk.frames)
+    assert built_on and built_on[0] != threading.current_thread().name
+    assert len(held) >= 20 and all(np.array_equal(f, last.frames[-1]) for f in held), "held the last frame meanwhile"
+    release.set()
+    assert filler.wait_fallback(30.0)
+    chunk = filler.poll(1.25)
+    assert chunk is not None and np.array_equal(chunk.frames[0], 255 - last.frames[-1])
+    assert filler.lite_frames >= 1
