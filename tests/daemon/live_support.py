@@ -149,6 +149,36 @@ class DaemonThread:
         return self.result[0] if self.result else None
 
 
+class SchedulingDelay:
+    """The longest a sleeping thread of this process woke up late while it ran (a context manager).
+
+    Wall-clock bounds in the live tests (a hold frame one frame period after the content ran out) are
+    the daemon's own; on a loaded 2-core CI runner the OS (and the GIL) can add tens of milliseconds
+    to any thread's wake-up, the sink thread's included. Those bounds therefore get this measured
+    delay on top, so a test fails for the daemon's lateness, not for the runner's.
+    """
+
+    def __init__(self, period_s: float = 0.005) -> None:
+        self.period_s = period_s
+        self.worst_s = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="scheduling-delay", daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            start = time.monotonic()
+            time.sleep(self.period_s)
+            self.worst_s = max(self.worst_s, time.monotonic() - start - self.period_s)
+
+    def __enter__(self) -> SchedulingDelay:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(1.0)
+
+
 def wait_for(predicate: Callable[[], bool], timeout_s: float, what: str) -> float:
     start = time.monotonic()
     while not predicate():

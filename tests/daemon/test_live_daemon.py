@@ -25,6 +25,7 @@ from live_support import (
     FRAME_S,
     DaemonThread,
     ProbeSink,
+    SchedulingDelay,
     assert_contiguous,
     content_lead,
     live_config,
@@ -53,7 +54,11 @@ def _gone(pid: int) -> bool:
         return True
 
 
-TINY = {"engine.kind": "flashtalk", "engine.flashtalk.preset": "tiny-random", "engine.drift.enabled": False}
+# A tiny-random chunk on a loaded 2-core runner can take over a second (the first one warms torch up); the
+# worker heartbeats between chunks, so the watchdog gets the time a slow CPU chunk needs, and a (re)start,
+# which imports torch, the time it takes there.
+TINY = {"engine.kind": "flashtalk", "engine.flashtalk.preset": "tiny-random", "engine.drift.enabled": False,
+        "supervisor.heartbeat_timeout_s": 5.0, "supervisor.init_timeout_s": 30.0}
 
 
 def _speech_daemon(root: Path, seconds: float = 12.0, **overrides: object) -> tuple[Daemon, ProbeSink, Path]:
@@ -78,34 +83,39 @@ def _kill_and_check(sig: signal.Signals, reason: str, caplog: pytest.LogCaptureF
         daemon, probe, out = _speech_daemon(root, **overrides)
         spec_chunk_s = CHUNK_S
         assert daemon.isolation == "process"
-        runner = DaemonThread(daemon).start()
-        try:
-            wait_for(lambda: len(probe.speech_writes()) >= 5, 15, "speech frames from the first worker")
-            assert daemon.spec is not None
-            spec_chunk_s = daemon.spec.chunk_duration_s
-            pid = daemon.worker_pid
-            assert pid is not None
-            before = len(probe.snapshot())
-            t_kill = time.monotonic()
-            os.kill(pid, sig)
-            restart_s = wait_for(lambda: daemon.status().restarts == 1 and daemon.worker_pid not in (None, pid)
-                                 and daemon.status().state == "running", 12, "the restarted worker")
-            resumed = lambda: [w for w in probe.snapshot()[before:] if w.rms > 0.05 and w.mono > t_kill + restart_s]
-            wait_for(lambda: len(resumed()) >= 3, 12, "speech frames from the restarted worker")
-            back_s = resumed()[0].mono - t_kill
-            status = daemon.status()
-        finally:
-            code = runner.stop()
+        sup = daemon.config.supervisor
+        start_wait_s = sup.init_timeout_s + max(sup.restart_backoff_s) + 2.0
+        with SchedulingDelay() as delay:
+            runner = DaemonThread(daemon).start()
+            try:
+                wait_for(lambda: len(probe.speech_writes()) >= 5, start_wait_s, "speech frames from the first worker")
+                assert daemon.spec is not None
+                spec_chunk_s = daemon.spec.chunk_duration_s
+                pid = daemon.worker_pid
+                assert pid is not None
+                before = len(probe.snapshot())
+                t_kill = time.monotonic()
+                os.kill(pid, sig)
+                restart_s = wait_for(lambda: daemon.status().restarts == 1 and daemon.worker_pid not in (None, pid)
+                                     and daemon.status().state == "running", start_wait_s, "the restarted worker")
+                resumed = lambda: [w for w in probe.snapshot()[before:] if w.rms > 0.05 and w.mono > t_kill + restart_s]
+                wait_for(lambda: len(resumed()) >= 3, start_wait_s, "speech frames from the restarted worker")
+                back_s = resumed()[0].mono - t_kill
+                status = daemon.status()
+            finally:
+                code = runner.stop()
         writes = probe.snapshot()
         held = [w for w in writes[before:] if w.rms == 0.0]
         gap, where = max_gap(writes)
         starved = max_starvation(writes)
         leads = content_lead(writes)
         lead_before, lead_after = leads[before - 1], max(leads[-5:])
-        sup = daemon.config.supervisor
-        gap_limit = spec_chunk_s + FRAME_S
+        # the runner's own scheduling delay (measured meanwhile) is not the daemon's lateness
+        gap_limit = spec_chunk_s + FRAME_S + delay.worst_s
+        starve_limit = FRAME_S + delay.worst_s
         print(f"{daemon.config.engine.kind} {sig.name}: max gap {gap * 1000:.1f} ms (limit {gap_limit * 1000:.0f} ms), longest starvation "
-              f"{starved * 1000:.1f} ms (limit {FRAME_S * 1000:.0f} ms), sink buffer {lead_before * 1000:.0f} ms before, "
+              f"{starved * 1000:.1f} ms (limit {starve_limit * 1000:.0f} ms incl. {delay.worst_s * 1000:.0f} ms "
+              f"scheduling delay), sink buffer {lead_before * 1000:.0f} ms before, "
               f"{lead_after * 1000:.0f} ms after, speech back after "
               f"{back_s:.2f} s, {sum(w.n for w in held)} held frames")
         assert code == 0
@@ -115,10 +125,11 @@ def _kill_and_check(sig: signal.Signals, reason: str, caplog: pytest.LogCaptureF
         assert_contiguous(writes)
         # the restart may replay at most the audio the client kept for it (live_engine.MAX_PENDING_S)
         assert lead_after <= lead_before + 0.5 + spec_chunk_s + FRAME_S, f"latency grew by {lead_after - lead_before:.2f} s"
-        assert starved <= FRAME_S, f"the recorder ran out of frames for {starved * 1000:.1f} ms (limit one frame period)"
+        assert starved <= starve_limit, (f"the recorder ran out of frames for {starved * 1000:.1f} ms (limit one frame "
+                                         f"period + {delay.worst_s * 1000:.1f} ms scheduling delay)")
         assert not raw_gap or gap <= gap_limit, (
             f"{gap * 1000:.1f} ms between chunks {where} and {where + 1} reaching the recorder "
-            f"(limit: chunk {spec_chunk_s * 1000:.0f} ms + frame {FRAME_S * 1000:.0f} ms)")
+            f"(limit: chunk {spec_chunk_s * 1000:.0f} ms + frame {FRAME_S * 1000:.0f} ms + scheduling delay)")
         limit = sup.heartbeat_timeout_s * (sig == signal.SIGSTOP) + max(sup.restart_backoff_s) + sup.init_timeout_s
         assert back_s <= limit, f"speech came back {back_s:.1f} s after the {sig.name}, limit {limit:.1f} s"
         restarting = [r.getMessage() for r in caplog.records if "engine restarting" in r.getMessage()]
@@ -136,6 +147,7 @@ def test_hung_worker_is_detected_by_the_heartbeat_watchdog_and_replaced(caplog: 
     _kill_and_check(signal.SIGSTOP, "no heartbeat", caplog)
 
 
+@pytest.mark.timeout(150)  # two torch worker starts, each allowed TINY's init timeout
 def test_kill_9_with_the_tiny_diffusion_engine(caplog: pytest.LogCaptureFixture) -> None:
     pytest.importorskip("torch")
     _kill_and_check(signal.SIGKILL, "SIGKILL", caplog, raw_gap=False, **TINY)
