@@ -7,8 +7,9 @@ replaces those ``nn.Linear`` layers:
 * weights quantised once to e4m3 with one scale per output channel (``amax / 448``);
 * activations quantised per token at run time (one scale per row), so an outlier token does not flatten the rest;
 * on CUDA devices with FP8 tensor cores (compute capability >= 8.9) the product is ``torch._scaled_mm`` with those
-  row/column scales, accumulating in fp32 and writing the activation dtype; elsewhere the same quantised values
-  are multiplied in float32 (an emulation with the same rounding of inputs, used to measure the error on CPU).
+  row/column scales, accumulating in fp32 and writing bf16 (cast to the activation dtype); elsewhere the same
+  quantised values are multiplied in float32 (an emulation with the same rounding of inputs, used to measure the
+  error on CPU).
 
 Everything else (embeddings, the float32 time/head layers, norms, the audio layers, attention itself) stays in
 its precision. The error against bf16 is measured on the golden bundle by ``benchmarks/fp8_error.py``.
@@ -59,10 +60,10 @@ class Fp8Linear(nn.Module):
         rows = x.reshape(-1, self.in_features)
         q, scale = quantize_rows(rows)
         if fp8_supported(x.device) and self.in_features % 16 == 0 and self.out_features % 16 == 0:
-            out_dtype = x.dtype if x.dtype in (torch.bfloat16, torch.float16) else torch.bfloat16
+            # Row-wise scales (one per token, one per output channel) are supported with a bf16 output only.
             out = torch._scaled_mm(q, self.weight_fp8.t(), scale_a=scale, scale_b=self.weight_scale,
-                                   out_dtype=out_dtype)
-            out = out if self.bias is None else out + self.bias.to(out_dtype)
+                                   out_dtype=torch.bfloat16)
+            out = out if self.bias is None else out + self.bias.to(torch.bfloat16)
         else:  # same quantised operands, multiplied in float32
             weight = self.weight_fp8.float() * self.weight_scale.reshape(-1, 1)
             bias = None if self.bias is None else self.bias.float()
