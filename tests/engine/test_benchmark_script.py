@@ -62,3 +62,21 @@ def test_gpu_only_flags_are_rejected_without_cuda():
     proc = subprocess.run([sys.executable, str(SCRIPT), "--chunks", "1"], cwd=ROOT, capture_output=True, text=True,
                           timeout=120)
     assert proc.returncode == 2 and "--tiny" in proc.stderr
+
+
+@pytest.mark.timeout(600)
+def test_the_prepared_gpu_check_script_runs_every_step(tmp_path):
+    """benchmarks/gpu_check.sh is what a short GPU loan runs; a broken step would waste the loan, so it is tried here
+    with ``--tiny`` benches on the CPU (the CUDA tests skip): every step passes and each report is written."""
+    pytest.importorskip("pyloudnorm")
+    env = dict(os.environ, OUT=str(tmp_path), BENCH_ARGS="--tiny", PYTHON=sys.executable, OMP_NUM_THREADS="1")
+    proc = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu_check.sh")], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=540)
+    log = (tmp_path / "gpu_check.log").read_text()
+    assert proc.returncode == 0, log[-3000:]
+    assert "gpu_check: all steps passed" in log and log.count(": rc=0 in ") == 3
+    plain, levers = (json.loads((tmp_path / name).read_text())
+                     for name in ("engine_14b_gpu.json", "engine_14b_gpu_levers.json"))
+    assert plain["config"]["compile"] is False and plain["config"]["fp8"] is False
+    assert levers["config"] | {"compile": True, "compile_mode": "reduce-overhead", "fp8": True} == levers["config"]
+    assert levers["date"] and levers["device"] and len(levers["per_chunk_ms"]) == 4
