@@ -2,8 +2,8 @@
 
 Acceptance: ``kill -9`` of the worker mid-speech and a hung (SIGSTOPped) worker. The recorder (behind
 the daemon's HoldingSink) keeps receiving a contiguous frame timeline with no wall-clock gap above one
-chunk period plus one frame period, the worker comes back within its restart timeout and the speech
-resumes. Also: a real-time file session ends cleanly in a worker, the isolation choice, status over
+chunk period plus one frame period (plus the runner's own scheduling delay, measured meanwhile), the worker
+comes back within its restart timeout and the speech resumes. Also: a real-time file session ends cleanly in a worker, the isolation choice, status over
 the control socket, and that the daemon side never imports torch.
 """
 from __future__ import annotations
@@ -74,7 +74,7 @@ def _kill_and_check(sig: signal.Signals, reason: str, caplog: pytest.LogCaptureF
     """Kill (or stop) the worker mid-speech; check the recorder's timeline, the restart and the resume.
 
     ``raw_gap``: also bound the wall-clock gap between chunks reaching the recorder by one chunk plus
-    one frame period. That holds when chunks arrive at the audio pace; an engine whose first chunk is
+    one frame period (plus the measured scheduling delay, as every wall-clock bound here). That holds when chunks arrive at the audio pace; an engine whose first chunk is
     slow (torch warm-up) leaves the sink with scheduled content ahead of the clock, and the gap then
     grows by that lead although the sink never runs dry, so there only starvation is bounded.
     """
