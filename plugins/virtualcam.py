@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 import cv2
 import numpy as np
 
+from engine.extras import require
 from engine.interface import ChunkSpec, FrameChunk
 from plugins.base import SinkError
 from plugins.frame_fit import FrameFitter
@@ -34,7 +35,7 @@ from plugins.av_clock import AvClock
 from plugins.pacer import MediaClockPacer, PacerStats, TickClock
 
 if TYPE_CHECKING:
-    from soulx_live.config import VirtualCamConfig
+    from plugins.settings import VirtualCamConfig
 
 __all__ = ["VirtualCamSink", "backend_fix_hint", "make_slate"]
 
@@ -109,8 +110,6 @@ class VirtualCamSink:
     # -- FrameSink -----------------------------------------------------------------------------
 
     def open(self, spec: ChunkSpec) -> None:
-        from soulx_live.extras import require
-
         if self._camera is not None:
             raise SinkError(f"{self.name}: already open")
         pyvirtualcam = require("pyvirtualcam", "vcam", "the virtual camera sink")

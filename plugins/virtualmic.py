@@ -25,10 +25,12 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from engine.extras import require
 from engine.interface import ChunkSpec, FrameChunk
 from plugins.av_clock import AvClock
 from plugins.base import SinkError
-from soulx_live.config import VirtualMicConfig
+from plugins.portaudio import rescan_portaudio
+from plugins.settings import VirtualMicConfig
 
 __all__ = ["PulseVirtualMic", "VirtualMicSink"]
 
@@ -191,15 +193,11 @@ class VirtualMicSink:
     # -- playout (PortAudio's callback thread) ---------------------------------------------------
 
     def _open_stream(self, device: str | int | None, sample_rate: int) -> object:
-        from soulx_live.extras import require
-
         sd = require("sounddevice", "audio", "the virtual microphone")
         try:
             sd.query_devices(device, "output")
         except ValueError:  # PortAudio lists devices only at start-up: the server may have come later
-            from soulx_live.audio.device_source import _rescan_portaudio
-
-            _rescan_portaudio(sd)
+            rescan_portaudio(sd)
         try:
             stream = sd.OutputStream(device=device, samplerate=sample_rate, channels=1, dtype="float32",
                                      blocksize=int(self.block_s * sample_rate), latency="low", callback=self._fill)

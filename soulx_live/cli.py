@@ -295,10 +295,10 @@ COMMANDS = {
 
 def _expected_errors() -> tuple[type[BaseException], ...]:
     """Exceptions whose message is the whole story for the user (shown as one line, no traceback)."""
+    from engine.extras import MissingExtraError
     from plugins.base import SinkError
     from soulx_live.audio.file import AudioFileError
     from soulx_live.daemon import DaemonError
-    from soulx_live.extras import MissingExtraError
     from soulx_live.runtime_dir import RuntimeDirError
 
     found: list[type[BaseException]] = [AudioFileError, DaemonError, MissingExtraError, RuntimeDirError, SinkError, OSError]

@@ -29,6 +29,9 @@ from typing import Any, Literal, Union, get_args, get_origin
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
+# The sink sections belong to the sinks (plugins may not import this package); composed below, re-exported.
+from plugins.settings import ObsConfig, RecorderConfig, VirtualCamConfig, VirtualMicConfig
+
 __all__ = [
     "AudioConfig",
     "BusConfig",
@@ -176,43 +179,9 @@ class BusConfig(_Section):
     hwm_chunks: int = Field(2, ge=1)
 
 
-class RecorderConfig(_Section):
-    enabled: bool = False
-    path: Path | None = None
-
-
-class VirtualCamConfig(_Section):
-    enabled: bool = False
-    width: int = Field(1280, gt=0)
-    height: int = Field(720, gt=0)
-    fps: int = Field(30, gt=0)
-    fit: Literal["letterbox", "crop"] = "letterbox"
-    device: str | None = None
-
-
-class VirtualMicConfig(_Section):
-    enabled: bool = False
-    sink_name: str = "soulx_live_mic_sink"  # PulseAudio/PipeWire null sink the daemon plays into
-    source_name: str = "soulx_live_mic"  # the virtual microphone meeting apps select
-    description: str = "soulx-live avatar microphone"
-    device: str | None = None  # Windows/macOS: a virtual cable output (VB-Cable, BlackHole) by name
-
-
-class ObsConfig(_Section):
-    enabled: bool = False
-    host: str = "127.0.0.1"
-    port: int = Field(4455, ge=1, le=65535)
-    password: SecretStr | None = None
-    timeout_s: float = Field(5.0, gt=0)
-    scene: str = "soulx-live"
-    source_name: str = "soulx-live avatar"
-    feed_host: str = "127.0.0.1"
-    feed_port: int = Field(47870, ge=1, le=65535)
-    speaking_scene: str | None = None  # switch to this scene when speech starts
-    idle_scene: str | None = None  # and to this one when it ends
-
-
 class SinksConfig(_Section):
+    """The outputs; each section is defined next to its sink in :mod:`plugins.settings`."""
+
     recorder: RecorderConfig = RecorderConfig()
     virtualcam: VirtualCamConfig = VirtualCamConfig()
     virtualmic: VirtualMicConfig = VirtualMicConfig()

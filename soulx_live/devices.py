@@ -11,7 +11,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from soulx_live.extras import MissingExtraError, require
+from engine.extras import MissingExtraError, require
 
 __all__ = [
     "AudioDevice",

@@ -21,8 +21,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import NamedTuple
 
+from engine.extras import install_hint
 from soulx_live.devices import list_video_devices, v4l2loopback_loaded
-from soulx_live.extras import install_hint
 
 __all__ = ["Check", "format_table", "run_checks", "weights_problems"]
 

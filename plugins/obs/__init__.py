@@ -5,5 +5,8 @@
 - :mod:`plugins.obs.setup`: create/update the scene and the ``ffmpeg_source`` input.
 - :mod:`plugins.obs.sink`: :class:`~plugins.obs.sink.ObsSink`, the ``FrameSink`` the daemon builds.
 
+Like the rest of :mod:`plugins`, these modules import only :mod:`engine.interface` wire types, their
+settings (:class:`~plugins.settings.ObsConfig`), other ``plugins`` modules, the standard library and
+third-party packages (obsws-python only inside functions: it is an optional extra); never ``soulx_live``.
 Nothing heavy is imported here; import the submodules.
 """

@@ -13,9 +13,12 @@ import logging
 import re
 import threading
 from collections.abc import Callable, Sequence
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from pydantic import SecretStr
+
+if TYPE_CHECKING:
+    from plugins.settings import ObsConfig
 
 __all__ = ["Backoff", "ObsConnection", "ObsError", "ObsRequester", "ObswsLogFilter", "connect_obsws"]
 
@@ -154,8 +157,8 @@ class ObsConnection:
         self.connects = 0  # successful connects (a reconnect after an OBS restart counts again)
 
     @classmethod
-    def from_config(cls, cfg: Any, *, connector: Connector | None = None) -> ObsConnection:
-        """From a :class:`~soulx_live.config.ObsConfig`."""
+    def from_config(cls, cfg: ObsConfig, *, connector: Connector | None = None) -> ObsConnection:
+        """From the ``sinks.obs`` settings (:class:`~plugins.settings.ObsConfig`)."""
         return cls(cfg.host, cfg.port, cfg.password, cfg.timeout_s, connector=connector)
 
     @property

@@ -21,7 +21,7 @@ from plugins.obs.feed import FeedServer
 from plugins.obs.setup import SetupReport, ensure_source, switch_scene
 
 if TYPE_CHECKING:
-    from soulx_live.config import ObsConfig
+    from plugins.settings import ObsConfig
 
 __all__ = ["ObsSink"]
 

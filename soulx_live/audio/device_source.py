@@ -27,7 +27,8 @@ from typing import Any
 
 import numpy as np
 
-from soulx_live.extras import require
+from engine.extras import require
+from plugins.portaudio import rescan_portaudio
 
 __all__ = ["DeviceSource", "open_live_source"]
 
@@ -198,7 +199,7 @@ class DeviceSource:
             info = sd.query_devices(self.device, "input")
         except ValueError:
             if self._closers_done():  # never re-initialise PortAudio under a stream still closing
-                _rescan_portaudio(sd)  # a device plugged in (or a server started) after PortAudio init
+                rescan_portaudio(sd)  # a device plugged in (or a server started) after PortAudio init
             try:
                 info = sd.query_devices(self.device, "input")
             except ValueError as exc:
@@ -268,12 +269,3 @@ def _abort_quietly(stream: Any) -> None:
         stream.close()
     except Exception as exc:  # noqa: BLE001 - the device is already gone; nothing to report
         log.debug("closing audio stream: %s", exc)
-
-
-def _rescan_portaudio(sd: Any) -> None:
-    """Make PortAudio enumerate devices again (it only does so at initialisation)."""
-    try:
-        sd._terminate()
-        sd._initialize()
-    except Exception as exc:  # noqa: BLE001
-        log.debug("PortAudio re-scan failed: %s", exc)

@@ -23,7 +23,7 @@ class PiperSynthesizer:
                            ".onnx.json beside it)")
         if not Path(model).is_file():
             raise TtsError(f"Piper voice not found: {model} (set tts.piper_model to a downloaded voice .onnx)")
-        from soulx_live.extras import require
+        from engine.extras import require
 
         piper = require("piper", "tts", "the Piper voice")
         config = Path(str(model) + ".json")

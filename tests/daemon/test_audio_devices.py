@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from soulx_live.extras import MissingExtraError, require
+from engine.extras import MissingExtraError, require
 
 SINK = "avsink"
 RATE = 16000

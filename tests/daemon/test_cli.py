@@ -12,9 +12,9 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 
 from daemon_fakes import tone, write_audio  # noqa: E402
+from engine.extras import MissingExtraError, require  # noqa: E402
 from soulx_live import cli  # noqa: E402
 from soulx_live.doctor import WEIGHT_DIRS, WEIGHT_FILES, format_table, weights_problems  # noqa: E402
-from soulx_live.extras import MissingExtraError, require  # noqa: E402
 
 CHECKOUT = Path(__file__).resolve().parents[2]
 SMALL = ["--set", "engine.lite.width=128", "--set", "engine.lite.height=128"]

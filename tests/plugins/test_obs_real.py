@@ -21,7 +21,7 @@ from PIL import Image
 from engine.interface import ChunkSpec, FrameChunk, SessionRequest
 from plugins.obs.client import ObsConnection, ObsError
 from plugins.obs.sink import ObsSink
-from soulx_live.config import ObsConfig
+from plugins.settings import ObsConfig
 
 pytestmark = pytest.mark.timeout(60)
 

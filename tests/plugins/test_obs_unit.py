@@ -17,7 +17,7 @@ from plugins.obs.client import Backoff, ObsConnection, ObsError
 from plugins.obs.feed import FeedServer, feed_url
 from plugins.obs.setup import FEED_INPUT_KIND, ensure_source, feed_input_settings
 from plugins.obs.sink import ObsSink
-from soulx_live.config import ObsConfig
+from plugins.settings import ObsConfig
 
 PASSWORD = "s3cret-Pa55-xyz"
 

@@ -33,8 +33,8 @@ from pyvirtualcam.util import encode_fourcc
 from engine.interface import ChunkSpec, FrameChunk
 from plugins.base import FrameSink, SinkError
 from plugins.frame_fit import FrameFitter
+from plugins.settings import VirtualCamConfig
 from plugins.virtualcam import VirtualCamSink, make_slate
-from soulx_live.config import VirtualCamConfig
 
 FAKE = "soulx-test-fake"
 SPEC = ChunkSpec(fps=Fraction(25), sample_rate=16000, frames_per_chunk=10, height=64, width=48)

@@ -30,8 +30,8 @@ from test_audio_devices import (  # the real-server fixture of the audio-input t
 
 from engine.interface import ChunkSpec, FrameChunk
 from plugins.av_clock import AvClock
+from plugins.settings import VirtualCamConfig, VirtualMicConfig
 from plugins.virtualmic import VirtualMicSink
-from soulx_live.config import VirtualCamConfig, VirtualMicConfig
 
 pytestmark = [pytest.mark.skipif(_missing() is not None, reason=str(_missing())), pytest.mark.timeout(60)]
 

@@ -3,6 +3,9 @@
 Every optional dependency (virtual camera, OBS, sound devices, GPU kernels) is imported through
 :func:`require` at the point of use, so the core package never needs it and a missing one produces
 one actionable line instead of a traceback from deep inside an import chain.
+
+It lives in the bottom layer (``engine``) so that every layer can use it: the engine names extras for
+its GPU kernels, ``plugins`` for the camera, microphone and OBS, ``soulx_live`` for the rest.
 """
 from __future__ import annotations
 

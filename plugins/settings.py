@@ -1,0 +1,68 @@
+"""The settings of each sink: the ``sinks.*`` sections of the daemon configuration.
+
+They live here, next to the sinks that read them, so that ``plugins`` never imports the daemon
+(``soulx_live``); :mod:`soulx_live.config` composes them into its ``SinksConfig`` and re-exports the
+names, so YAML files and ``from soulx_live.config import ObsConfig`` keep working.
+
+Every section is frozen and rejects unknown keys, like the daemon's own sections: a misspelt key is
+an error, never silently ignored. (The daemon's loader names such a key, its source and the closest
+valid key before these models see it; constructing one directly raises pydantic's ``extra_forbidden``.)
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+
+__all__ = ["ObsConfig", "RecorderConfig", "SinkSettings", "VirtualCamConfig", "VirtualMicConfig"]
+
+
+class SinkSettings(BaseModel):
+    """Base of every sink section: immutable, unknown keys rejected."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class RecorderConfig(SinkSettings):
+    """``sinks.recorder``: write the session to a video file."""
+
+    enabled: bool = False
+    path: Path | None = None
+
+
+class VirtualCamConfig(SinkSettings):
+    """``sinks.virtualcam``: the avatar as a webcam, in a meeting-friendly format."""
+
+    enabled: bool = False
+    width: int = Field(1280, gt=0)
+    height: int = Field(720, gt=0)
+    fps: int = Field(30, gt=0)
+    fit: Literal["letterbox", "crop"] = "letterbox"
+    device: str | None = None
+
+
+class VirtualMicConfig(SinkSettings):
+    """``sinks.virtualmic``: the avatar's voice as a microphone."""
+
+    enabled: bool = False
+    sink_name: str = "soulx_live_mic_sink"  # PulseAudio/PipeWire null sink the daemon plays into
+    source_name: str = "soulx_live_mic"  # the virtual microphone meeting apps select
+    description: str = "soulx-live avatar microphone"
+    device: str | None = None  # Windows/macOS: a virtual cable output (VB-Cable, BlackHole) by name
+
+
+class ObsConfig(SinkSettings):
+    """``sinks.obs``: the obs-websocket connection, the scene to bind and the feed OBS reads."""
+
+    enabled: bool = False
+    host: str = "127.0.0.1"
+    port: int = Field(4455, ge=1, le=65535)
+    password: SecretStr | None = None
+    timeout_s: float = Field(5.0, gt=0)
+    scene: str = "soulx-live"
+    source_name: str = "soulx-live avatar"
+    feed_host: str = "127.0.0.1"
+    feed_port: int = Field(47870, ge=1, le=65535)
+    speaking_scene: str | None = None  # switch to this scene when speech starts
+    idle_scene: str | None = None  # and to this one when it ends
