@@ -7,7 +7,6 @@ thread-safe (prometheus_client metrics are; the windows take one lock).
 """
 from __future__ import annotations
 
-import ipaddress
 import logging
 import threading
 from collections import deque
@@ -21,6 +20,8 @@ from prometheus_client import (
     Histogram,
     start_http_server,
 )
+
+from soulx_live.netaddr import is_loopback_host
 
 __all__ = ["DaemonMetrics", "percentile"]
 
@@ -150,7 +151,7 @@ class DaemonMetrics:
 
     def serve(self, host: str, port: int) -> int:
         """Serve ``/metrics`` on ``host:port`` (0: any free port) in a daemon thread; returns the bound port."""
-        if not _is_loopback(host):
+        if not is_loopback_host(host):
             log.warning("metrics endpoint on %s is reachable from other machines; metrics.host=127.0.0.1 keeps it local", host)
         self._server, self._server_thread = start_http_server(port, addr=host, registry=self.registry)
         self.port = int(self._server.server_address[1])
@@ -178,12 +179,3 @@ class DaemonMetrics:
     def _add_total(self, name: str, value: float) -> None:
         with self._lock:
             self._totals[name] = self._totals.get(name, 0.0) + float(value)
-
-
-def _is_loopback(host: str) -> bool:
-    if host in ("localhost", ""):
-        return host == "localhost"
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False

@@ -6,13 +6,13 @@ be private: owned by this user, mode 0700, not a symlink. An existing folder tha
 """
 from __future__ import annotations
 
-import ipaddress
 import logging
 import os
 import stat
 from pathlib import Path
 
 from .config import BusConfig
+from .netaddr import is_loopback_host
 from .protocol import SOCKET_NAMES
 
 __all__ = ["PUSH_SOCKET_NAMES", "RuntimeDirError", "endpoint", "runtime_dir"]
@@ -77,7 +77,7 @@ def endpoint(name: str, bus: BusConfig) -> str:
     if name not in names:
         raise ValueError(f"unknown socket {name!r}; known sockets: {', '.join(names)}")
     if bus.transport == "tcp":
-        if not _is_loopback(bus.tcp_host) and name != "push":  # push requests carry a token; events do not
+        if not is_loopback_host(bus.tcp_host) and name != "push":  # push requests carry a token; events do not
             log.warning("bus socket %s listens on %s, reachable from other machines without authentication",
                         name, bus.tcp_host)
         return f"tcp://{bus.tcp_host}:{bus.tcp_port + names.index(name)}"
@@ -86,12 +86,3 @@ def endpoint(name: str, bus: BusConfig) -> str:
         raise RuntimeDirError(f"socket path {address} is longer than the {_UNIX_PATH_MAX} bytes Unix sockets allow; "
                               "set bus.runtime_dir to a shorter folder")
     return f"ipc://{address}"
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False

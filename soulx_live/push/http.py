@@ -17,7 +17,6 @@ Errors: ``{"type": "ErrorReply", "code", "message"}`` with 400 (bad input), 401 
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import json
 import logging
 import threading
@@ -25,6 +24,8 @@ from typing import Any
 
 import msgspec
 from aiohttp import WSMsgType, web
+
+from soulx_live.netaddr import is_loopback_host
 
 from .core import HTTP_STATUS, PushCore
 from .messages import ErrorReply, MessageError, Reply, SpeechEventMsg, request_from_json
@@ -36,15 +37,6 @@ log = logging.getLogger(__name__)
 
 _WS_TYPES = {"say": "SayRequest", "interrupt": "InterruptRequest", "status": "StatusRequest"}
 _QUEUE_MAX = 256
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _response(reply: Reply) -> web.Response:
@@ -72,7 +64,7 @@ class PushHttpServer:
 
     def start(self) -> str:
         """Bind and serve; returns ``http://host:port`` (the bound port when ``port`` is 0)."""
-        if not _is_loopback(self.host):
+        if not is_loopback_host(self.host):
             log.warning("push HTTP listens on %s: reachable from other machines, protected by the token only and "
                         "unencrypted; keep it on 127.0.0.1 or put TLS in front", self.host)
         ready = threading.Event()
