@@ -11,7 +11,7 @@ import logging
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Self
+from typing import Self, TypeVar
 
 import numpy as np
 import zmq
@@ -19,27 +19,15 @@ import zmq
 from soulx_live.config import SoulxConfig
 from soulx_live.runtime_dir import endpoint
 
-from .messages import (
-    EVENTS_TOPIC,
-    ErrorReply,
-    InterruptedReply,
-    InterruptRequest,
-    PushPcm,
-    ReceiptReply,
-    Reply,
-    SayRequest,
-    SpeechEventMsg,
-    StatusReply,
-    StatusRequest,
-    decode_reply,
-    encode,
-)
+from . import messages as wire  # the wire messages, named wire.X: the client builds requests, reads replies
 from .token import load_token, token_path
 from .utterances import SpeechEvent
 
 __all__ = ["PushClient", "PushError", "PushUnavailable"]
 
 log = logging.getLogger(__name__)
+
+_R = TypeVar("_R")
 
 START_HINT = "start one with: soulx-live run --set audio.source=push"
 
@@ -78,7 +66,7 @@ class PushClient:
 
     # -- requests --------------------------------------------------------------------------------
 
-    def push_pcm(self, pcm: np.ndarray, sample_rate: int, *, utterance_id: str | None = None) -> ReceiptReply:
+    def push_pcm(self, pcm: np.ndarray, sample_rate: int, *, utterance_id: str | None = None) -> wire.ReceiptReply:
         """Send int16 or float32 PCM, shape ``(n,)`` or ``(n, channels)``, at ``sample_rate``."""
         data = np.asarray(pcm)
         channels = 1 if data.ndim == 1 else int(data.shape[1])
@@ -88,27 +76,31 @@ class PushClient:
             fmt, body = "f32le", data.astype("<f4", copy=False).tobytes()
         else:
             raise TypeError(f"push_pcm takes int16 or float samples, got {data.dtype}")
-        head = PushPcm(token=self._token, format=fmt, sample_rate=int(sample_rate), channels=channels,
-                       utterance_id=utterance_id)
-        return self._expect(self._request([encode(head), body]), ReceiptReply)
+        head = wire.PushPcm(token=self._token, format=fmt, sample_rate=int(sample_rate), channels=channels,
+                            utterance_id=utterance_id)
+        return self._expect(self._request([wire.encode(head), body]), wire.ReceiptReply)
 
     def push_bytes(self, data: bytes, *, format: str, sample_rate: int, channels: int = 1,
-                   utterance_id: str | None = None) -> ReceiptReply:
-        head = PushPcm(token=self._token, format=format, sample_rate=sample_rate, channels=channels,
-                       utterance_id=utterance_id)
-        return self._expect(self._request([encode(head), data]), ReceiptReply)
+                   utterance_id: str | None = None) -> wire.ReceiptReply:
+        head = wire.PushPcm(token=self._token, format=format, sample_rate=sample_rate, channels=channels,
+                            utterance_id=utterance_id)
+        return self._expect(self._request([wire.encode(head), data]), wire.ReceiptReply)
 
-    def say(self, text: str, voice: str | None = None, *, utterance_id: str | None = None) -> ReceiptReply:
-        req = SayRequest(token=self._token, text=text, voice=voice, utterance_id=utterance_id)
-        return self._expect(self._request([encode(req)]), ReceiptReply)
+    def say(self, text: str, voice: str | None = None, *, utterance_id: str | None = None) -> wire.ReceiptReply:
+        req = wire.SayRequest(token=self._token, text=text, voice=voice, utterance_id=utterance_id)
+        return self._expect(self._request([wire.encode(req)]), wire.ReceiptReply)
 
     def interrupt(self) -> int:
-        return self._expect(self._request([encode(InterruptRequest(token=self._token))]), InterruptedReply).epoch
+        request = wire.InterruptRequest(token=self._token)
+        reply = self._expect(self._request([wire.encode(request)]), wire.InterruptedReply)
+        return reply.epoch
 
     def status(self) -> dict[str, object]:
-        return self._expect(self._request([encode(StatusRequest(token=self._token))]), StatusReply).status
+        request = wire.StatusRequest(token=self._token)
+        reply = self._expect(self._request([wire.encode(request)]), wire.StatusReply)
+        return reply.status
 
-    def request_raw(self, frames: list[bytes]) -> Reply:
+    def request_raw(self, frames: list[bytes]) -> wire.Reply:
         """Send frames as they are and return the reply (tests, other languages' reference)."""
         return self._request(frames)
 
@@ -119,7 +111,7 @@ class PushClient:
         if self._sub is None:
             sub = self._ctx.socket(zmq.SUB)
             sub.linger = 0
-            sub.setsockopt(zmq.SUBSCRIBE, EVENTS_TOPIC)
+            sub.setsockopt(zmq.SUBSCRIBE, wire.EVENTS_TOPIC)
             sub.connect(self.events_address)
             self._sub = sub
             time.sleep(0.1)  # let the subscription reach the publisher
@@ -130,8 +122,8 @@ class PushClient:
         assert self._sub is not None
         while self._sub.poll(int(timeout_s * 1000)):
             _, data = self._sub.recv_multipart()
-            msg = decode_reply(data)
-            if isinstance(msg, SpeechEventMsg):
+            msg = wire.decode_reply(data)
+            if isinstance(msg, wire.SpeechEventMsg):
                 yield SpeechEvent(msg.kind, msg.utterance_id, msg.position_s, msg.played_s)  # type: ignore[arg-type]
 
     def close(self) -> None:
@@ -149,7 +141,7 @@ class PushClient:
 
     # -- helpers ---------------------------------------------------------------------------------
 
-    def _request(self, frames: list[bytes]) -> Reply:
+    def _request(self, frames: list[bytes]) -> wire.Reply:
         if self._req is None:
             req = self._ctx.socket(zmq.REQ)
             req.linger = 0
@@ -161,12 +153,13 @@ class PushClient:
             self._req = None
             raise PushUnavailable(f"no answer from {self.address} within {self.timeout_s:g} s "
                                   f"(is the daemon running with audio.source=push? {START_HINT})")
-        return decode_reply(self._req.recv())  # type: ignore[return-value]
+        return wire.decode_reply(self._req.recv())  # type: ignore[return-value]
 
     @staticmethod
-    def _expect(reply: object, kind: type) -> object:
-        if isinstance(reply, ErrorReply):
+    def _expect(reply: object, kind: type[_R]) -> _R:
+        """``reply`` if it is a ``kind``; the daemon's error (or a malformed answer) as :class:`PushError`."""
+        if isinstance(reply, wire.ErrorReply):
             raise PushError(reply.code, reply.message)
         if not isinstance(reply, kind):
             raise PushError("malformed", f"expected {kind.__name__}, the daemon sent {type(reply).__name__}")
-        return reply  # type: ignore[return-value]
+        return reply
