@@ -27,17 +27,14 @@ import numpy as np
 import torch
 
 from engine.loading.encoders import (
-    CLIP_CHECKPOINT,
-    T5_CHECKPOINT,
-    T5_TOKENIZER_DIR,
     load_clip_visual,
     load_t5_encoder,
     load_umt5_tokenizer,
     tokenize_prompts,
 )
+from engine.loading.layout import CLIP_CHECKPOINT, T5_CHECKPOINT, T5_TOKENIZER_DIR, VAE_CHECKPOINT
 from engine.models.clip import CLIPVisionConfig, clip_preprocess
 from engine.models.t5 import T5Config
-from engine.loading.vae import VAE_CHECKPOINT
 from engine.prepare import reference_pixels
 
 log = logging.getLogger(__name__)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import importlib.metadata
-import json
 import logging
 import platform
 import shutil
@@ -22,9 +21,10 @@ from pathlib import Path
 from typing import NamedTuple
 
 from engine.extras import install_hint
+from engine.loading.layout import weights_problems  # the released layout is the engine's knowledge
 from soulx_live.devices import list_video_devices, v4l2loopback_loaded
 
-__all__ = ["Check", "format_table", "run_checks", "weights_problems"]
+__all__ = ["Check", "format_table", "run_checks"]
 
 log = logging.getLogger(__name__)
 
@@ -214,51 +214,6 @@ def check_espeak() -> Check:
 
 
 # -- weights ---------------------------------------------------------------------------------------
-
-# Released layout of models/SoulX-FlashTalk-14B (SPEC-flashtalk.md §2.9), plus the audio encoder beside it.
-WEIGHT_FILES = (
-    "config.json",
-    "models_t5_umt5-xxl-enc-bf16.pth",
-    "models_clip_open-clip-xlm-roberta-large-vit-huge-14.pth",
-    "Wan2.1_VAE.pth",
-)
-WEIGHT_DIRS = ("google/umt5-xxl", "xlm-roberta-large")
-DIT_STEM = "diffusion_pytorch_model"
-WAV2VEC_DIR = "chinese-wav2vec2-base"
-
-
-def weights_problems(folder: Path) -> list[str]:
-    """Everything missing or empty in a FlashTalk weights folder (empty list: looks complete)."""
-    if not folder.is_dir():
-        return [f"{folder} is not a folder"]
-    problems = [f"missing {name}" for name in WEIGHT_DIRS if not (folder / name).is_dir()]
-    problems += _file_problems(folder, WEIGHT_FILES)
-    index = folder / f"{DIT_STEM}.safetensors.index.json"
-    if index.is_file():
-        try:
-            shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
-        except (json.JSONDecodeError, KeyError, AttributeError, OSError):
-            problems.append(f"{index.name} is not a valid shard index (needs 'weight_map')")
-        else:
-            problems += _file_problems(folder, shards)
-    else:
-        problems += _file_problems(folder, (f"{DIT_STEM}.safetensors",))
-        if problems and problems[-1].startswith("missing"):
-            problems[-1] = f"missing {index.name} (or a single {DIT_STEM}.safetensors)"
-    if not any((base / WAV2VEC_DIR).is_dir() for base in (folder, folder.parent)):
-        problems.append(f"missing {WAV2VEC_DIR}/ (inside or beside the weights folder)")
-    return problems
-
-
-def _file_problems(folder: Path, names: Sequence[str]) -> list[str]:
-    out = []
-    for name in names:
-        path = folder / name
-        if not path.is_file():
-            out.append(f"missing {name}")
-        elif path.stat().st_size == 0:
-            out.append(f"{name} is empty")
-    return out
 
 
 def check_weights(folder: Path | None, kind: str) -> Check:

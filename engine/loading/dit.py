@@ -12,15 +12,13 @@ from pathlib import Path
 
 import torch
 
+from engine.loading.layout import DIT_CONFIG_NAME, DIT_WEIGHTS_STEM
 from engine.loading.state_dict import CheckpointError, build_on_meta, load_into, read_safetensors_folder
 from engine.models.transformer import DiTConfig, WanAudioTransformer
 
 __all__ = ["DIT_CONFIG_NAME", "DIT_WEIGHTS_STEM", "load_dit", "read_dit_config"]
 
 log = logging.getLogger(__name__)
-
-DIT_CONFIG_NAME = "config.json"
-DIT_WEIGHTS_STEM = "diffusion_pytorch_model"
 
 
 def read_dit_config(folder: Path | str) -> DiTConfig:

@@ -21,15 +21,12 @@ from typing import Any
 
 import torch
 
+from engine.loading.layout import CLIP_CHECKPOINT, T5_CHECKPOINT, T5_TOKENIZER_DIR
 from engine.loading.state_dict import CheckpointError, build_on_meta, load_into, read_torch_file
 from engine.models.clip import CLIPVisionConfig, CLIPVisionEncoder
 from engine.models.t5 import T5Config, UMT5Encoder
 
 log = logging.getLogger(__name__)
-
-T5_CHECKPOINT = "models_t5_umt5-xxl-enc-bf16.pth"
-T5_TOKENIZER_DIR = "google/umt5-xxl"
-CLIP_CHECKPOINT = "models_clip_open-clip-xlm-roberta-large-vit-huge-14.pth"
 
 CLIP_VISUAL_PREFIX = "visual."
 # Parts of the open-clip checkpoint that FlashTalk never runs: skipped explicitly, not silently.

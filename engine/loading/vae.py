@@ -10,12 +10,12 @@ from pathlib import Path
 
 import torch
 
+from engine.loading.layout import VAE_CHECKPOINT
 from engine.loading.state_dict import CheckpointError, build_on_meta, load_into, read_torch_file
 from engine.models.vae import VAEConfig, WanVAE
 
 __all__ = ["VAE_CONFIG_NAME", "load_vae", "read_vae_config"]
 
-VAE_CHECKPOINT = "Wan2.1_VAE.pth"  # the released file name inside the weights folder
 VAE_CONFIG_NAME = "vae_config.json"
 _WIDTH_KEY = "encoder.conv1.weight"
 
