@@ -58,7 +58,7 @@ def bench_monitor(repeats: int) -> list[str]:
 
 def bench_tiny(chunks: int) -> list[str]:
     from engine.interface import SessionRequest
-    from engine.tiny import build_tiny_engine
+    from engine.build import build_tiny_engine
 
     engine = build_tiny_engine(drift=DriftSettings())
     session = engine.start_session(SessionRequest("bench", seed=1))

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 import torch
@@ -45,7 +45,7 @@ from engine.drift import (
     SessionStats,
 )
 from engine.interface import ChunkSpec, FrameChunk, SessionRequest, mono_pcm
-from engine.loading.vae import VAE_CHECKPOINT
+from engine.loading.layout import VAE_CHECKPOINT, find_wav2vec
 from engine.postprocess import match_and_blend_colors, to_uint8_frames
 from engine.prepare import VideoVAE, fit_reference, prepare_reference, reference_pixels
 from engine.sampler import (
@@ -61,7 +61,6 @@ if TYPE_CHECKING:  # the audio front end imports transformers: only sessions nee
     from engine.audio_encoder import StreamingAudioWindow
 
 __all__ = [
-    "TINY_PRESET",
     "AudioEmbedder",
     "ChunkOutput",
     "ConditioningProvider",
@@ -69,15 +68,11 @@ __all__ = [
     "FlashTalkModels",
     "FlashTalkSession",
     "SessionSnapshot",
-    "build_engine",
     "generate_chunk",
     "stream_step",
 ]
 
 log = logging.getLogger(__name__)
-
-WAV2VEC_DIR = "chinese-wav2vec2-base"
-TINY_PRESET = "tiny-random"  # engine.flashtalk.preset: seeded random tiny models on the CPU (engine.tiny)
 
 
 # -- components --------------------------------------------------------------------------------------------
@@ -469,7 +464,10 @@ class FlashTalkEngine:
         device, why = resolve_device(cfg.device)
         log.info("FlashTalk device %s (%s)", device, why)
         dtypes: DtypePolicy = resolve_dtypes(device, cfg.dtype)
-        w2v = Path(wav2vec_dir) if wav2vec_dir else _find_wav2vec(weights)
+        try:
+            w2v = Path(wav2vec_dir) if wav2vec_dir else find_wav2vec(weights)
+        except FileNotFoundError as exc:
+            raise FlashTalkConfigError(str(exc)) from exc
         audio_encoder = AudioEncoder.from_folder(
             w2v, dtype=dtypes.audio, device=device, sample_rate=cfg.sample_rate, fps=cfg.fps
         )
@@ -559,119 +557,7 @@ class FlashTalkEngine:
         return frames, state
 
 
-def _find_wav2vec(weights: Path) -> Path:
-    for base in (weights, weights.parent):
-        if (base / WAV2VEC_DIR).is_dir():
-            return base / WAV2VEC_DIR
-    raise FlashTalkConfigError(
-        f"no {WAV2VEC_DIR}/ inside or beside {weights}: download TencentGameMate/chinese-wav2vec2-base there "
-        "or pass wav2vec_dir"
-    )
-
-
 def _default_avatar(cfg: FlashTalkConfig) -> np.ndarray:
     from engine.lite.default_avatar import draw_default_avatar
 
     return draw_default_avatar(max(cfg.height, cfg.width, 64))
-
-
-def build_engine(engine_config: Any) -> FlashTalkEngine:
-    """The daemon's entry point: ``soulx_live.config.EngineConfig`` (``kind: flashtalk``) -> engine.
-
-    ``engine.flashtalk.preset: tiny-random`` builds :func:`engine.tiny.build_tiny_engine` instead: no
-    weights, CPU only, the preset's own small geometry (``weights_dir``, ``device``, ``dtype``, size and
-    parallelism settings are ignored).
-    """
-    ft = engine_config.flashtalk
-    drift = getattr(engine_config, "drift", None)
-    _select_attention(getattr(ft, "attention", "auto"))
-    if getattr(ft, "preset", "14b") == TINY_PRESET:
-        return _build_tiny(engine_config, drift)
-    if ft.cpu_offload:
-        raise FlashTalkConfigError("engine.flashtalk.cpu_offload is not supported in this build; set it to false")
-    if engine_config.weights_dir is None:
-        raise FlashTalkConfigError("engine.weights_dir is not set (--set engine.weights_dir=models/SoulX-FlashTalk-14B)")
-    cfg = FlashTalkConfig(
-        height=ft.height,
-        width=ft.width,
-        frame_num=ft.frame_num,
-        motion_frames=ft.motion_frames,
-        sampling_steps=ft.steps,
-        shift=ft.shift,
-        color_correction_strength=ft.color_correction,
-        fps=ft.fps,
-        audio_buffer_s=ft.audio_buffer_s,
-        device=engine_config.device,
-        dtype=ft.dtype,
-    )
-    if ft.world_size != 1:
-        _select_rank_device()  # before loading: every rank loads onto its own GPU
-    engine = FlashTalkEngine.from_folder(engine_config.weights_dir, cfg, drift=drift)
-    if ft.world_size != 1:
-        from engine.models.vae import WanVAE
-        from engine.parallel.launch import parallelize
-
-        vae = engine.models.vae if ft.parallel_vae and isinstance(engine.models.vae, WanVAE) else None
-        try:
-            parallelize(engine.models.dit, ft.world_size, timeout_s=ft.nccl_timeout_s,
-                        ulysses_degree=ft.ulysses_degree, ring_degree=ft.ring_degree, vae=vae,
-                        sp_backend=getattr(ft, "sp_backend", "auto"))
-        except ValueError as exc:
-            raise FlashTalkConfigError(str(exc)) from exc
-    _apply_speedups(engine.models.dit, ft)
-    return engine
-
-
-def _apply_speedups(dit: Any, ft: Any) -> None:
-    """``engine.flashtalk.fp8`` then ``compile``: FP8 block GEMMs, compiled DiT blocks (after sequence parallelism
-    is installed, so its collectives stay outside the graphs)."""
-    transformer = getattr(dit, "transformer", dit)
-    if getattr(ft, "fp8", False):
-        from engine.ops.fp8 import quantize_dit_fp8
-
-        quantize_dit_fp8(transformer)
-    if ft.compile:
-        from engine.ops.compile import compile_dit_blocks
-
-        compile_dit_blocks(transformer, getattr(ft, "compile_mode", "default"))
-
-
-def _select_attention(name: str) -> None:
-    """``engine.flashtalk.attention``: force one kernel of the facade (``auto`` keeps the probed choice)."""
-    from engine.ops.attention import set_attention_backend
-
-    try:
-        set_attention_backend(None if name == "auto" else name)
-    except RuntimeError as exc:  # e.g. flash asked for where flash-attn does not load: the reason names the extra
-        raise FlashTalkConfigError(f"engine.flashtalk.attention={name}: {exc}") from exc
-
-
-def _select_rank_device() -> None:
-    """Under torchrun, make ``cuda`` mean this rank's GPU (LOCAL_RANK) so models load there, not all on GPU 0."""
-    import os
-
-    if torch.cuda.is_available() and "LOCAL_RANK" in os.environ:
-        torch.cuda.set_device(int(os.environ["LOCAL_RANK"]) % torch.cuda.device_count())
-
-
-def _build_tiny(engine_config: Any, drift: DriftThresholds | None) -> FlashTalkEngine:
-    from engine.tiny import build_tiny_engine
-
-    ft = engine_config.flashtalk
-    device = (engine_config.device or "cpu").strip().lower()
-    if device != "cpu" and device != "auto":
-        log.warning("engine.flashtalk.preset=%s runs on the CPU; ignoring engine.device=%s", TINY_PRESET, device)
-    cfg = FlashTalkConfig(
-        sampling_steps=ft.steps, shift=ft.shift, color_correction_strength=ft.color_correction, fps=ft.fps
-    )
-    engine = build_tiny_engine(cfg, seed=0, drift=drift)
-    if ft.world_size != 1:  # the same group code path as the 14B model, over gloo on the CPU
-        from engine.parallel.launch import parallelize
-
-        try:
-            parallelize(engine.models.dit.transformer, ft.world_size, timeout_s=ft.nccl_timeout_s,
-                        ulysses_degree=ft.ulysses_degree, ring_degree=ft.ring_degree)
-        except ValueError as exc:
-            raise FlashTalkConfigError(str(exc)) from exc
-    _apply_speedups(engine.models.dit, ft)
-    return engine

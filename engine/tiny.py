@@ -1,7 +1,8 @@
 """The ``tiny-random`` FlashTalk preset: a seeded, weight-free FlashTalk stack small enough for CPU tests.
 
-It runs the real streaming loop (``engine.flashtalk``: sampler, colour correction, motion re-encode, the
-8 s audio window, :class:`~engine.flashtalk.FlashTalkSession`) on tiny stand-ins for the three models:
+:func:`engine.build.build_tiny_engine` runs the real streaming loop (``engine.flashtalk``: sampler, colour
+correction, motion re-encode, the 8 s audio window, :class:`~engine.flashtalk.FlashTalkSession`) on tiny
+stand-ins for the three models, built here without importing the loop:
 
 * **DiT** (:class:`TinyDenoiser`): the real :class:`~engine.models.transformer.WanAudioTransformer`
   architecture at dim 32 / 2 layers with seeded random weights, wrapped so the sampler converges to a
@@ -24,11 +25,10 @@ Geometry is the preset's own (64x48, 9 frames per chunk with 5 motion frames: 4 
 """
 from __future__ import annotations
 
-import logging
 import math
 from collections.abc import Callable
-from dataclasses import replace
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 import torch
@@ -37,24 +37,22 @@ from torch import nn
 from engine.config import FlashTalkConfig
 from engine.models.transformer import CrossContext, DiTConfig, WanAudioTransformer
 
-if TYPE_CHECKING:
-    from engine.drift import DriftThresholds
-    from engine.flashtalk import FlashTalkEngine
-
 __all__ = [
     "TINY_DIT",
     "TINY_GEOMETRY",
+    "TINY_PRESET",
+    "TinyComponents",
     "TinyConditioning",
     "TinyDenoiser",
     "TinyPatchVAE",
     "WidthAdapter",
-    "build_tiny_engine",
+    "tiny_components",
     "tiny_config",
     "tiny_wav2vec2",
 ]
 
-log = logging.getLogger(__name__)
-
+#: ``engine.flashtalk.preset`` naming this stack (``engine.build.build_engine`` checks it).
+TINY_PRESET = "tiny-random"
 #: The preset's fixed geometry (applied over whatever the caller's config says).
 TINY_GEOMETRY: dict[str, int | float] = {
     "height": 64,
@@ -183,18 +181,10 @@ class TinyDenoiser(nn.Module):
         """The transformer's per-session cross-attention K/V (see :class:`CrossContext`)."""
         return self.transformer.context_kv(context, clip_fea)
 
-    def forward(
-        self,
-        x: torch.Tensor,
-        t: torch.Tensor,
-        context: torch.Tensor,
-        clip_fea: torch.Tensor,
-        y: torch.Tensor,
-        audio: torch.Tensor,
-        seq_len: int | None = None,
-        cross: CrossContext | None = None,
-    ) -> torch.Tensor:
-        r = self.transformer(x, t, context, clip_fea, y, audio, seq_len=seq_len, cross=cross)
+    def forward(self, x: torch.Tensor, t: torch.Tensor, context: torch.Tensor, clip_fea: torch.Tensor,
+                y: torch.Tensor, audio: torch.Tensor, **options: Any) -> torch.Tensor:
+        """The velocity; ``options`` (``seq_len``, ``cross``) go to the transformer unchanged."""
+        r = self.transformer(x, t, context, clip_fea, y, audio, **options)
         ref = y[:, -x.shape[1] :, :1].float()  # y = [mask (4), reference latent (16)]; frame 0 is the reference
         motion = x[:, :, :1].float()  # the clean motion context the sampler imposes
         r = r / r.std().clamp_min(1e-6)
@@ -265,26 +255,25 @@ class TinyConditioning:
         return compute()
 
 
-# -- the engine ----------------------------------------------------------------------------------------------
-def build_tiny_engine(
-    cfg: FlashTalkConfig | None = None, *, seed: int = 0, drift: DriftThresholds | None = None
-) -> FlashTalkEngine:
-    """A :class:`~engine.flashtalk.FlashTalkEngine` on the tiny-random stack (CPU, fp32, no files)."""
-    from engine.audio_encoder import AudioEncoder
-    from engine.flashtalk import FlashTalkEngine
+# -- the stack -----------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class TinyComponents:
+    """The preset's four stand-ins, ready for ``FlashTalkEngine.from_components`` (see the module docstring)."""
 
-    cfg = tiny_config(cfg)
+    dit: TinyDenoiser
+    vae: TinyPatchVAE
+    audio: WidthAdapter
+    conditioning: TinyConditioning
+
+
+def tiny_components(cfg: FlashTalkConfig, seed: int = 0) -> TinyComponents:
+    """Seeded tiny models for ``cfg`` (already through :func:`tiny_config`): each part has its own seed offset,
+    so adding a part never changes another part's weights."""
+    from engine.audio_encoder import AudioEncoder
+
     transformer = _seeded(seed, lambda: WanAudioTransformer(TINY_DIT))
     dit = TinyDenoiser(transformer.eval().requires_grad_(False), num_timesteps=cfg.num_timesteps)
     audio = WidthAdapter(
         AudioEncoder(tiny_wav2vec2(seed + 1), sample_rate=cfg.sample_rate, fps=cfg.fps), seed=seed + 2
     )
-    engine = FlashTalkEngine.from_components(
-        dit, TinyPatchVAE(seed + 3), audio, TinyConditioning(seed + 4), cfg, drift=drift
-    )
-    engine.name = "flashtalk-tiny-random"
-    log.info(
-        "flashtalk tiny-random preset: %dx%d, %d frames per chunk (%d new), %d steps, seed %d, CPU fp32, no weights",
-        cfg.height, cfg.width, cfg.frame_num, cfg.frames_per_chunk, cfg.sampling_steps, seed,
-    )
-    return engine
+    return TinyComponents(dit, TinyPatchVAE(seed + 3), audio, TinyConditioning(seed + 4))

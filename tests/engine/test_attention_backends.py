@@ -210,7 +210,7 @@ def test_config_key_selects_the_kernel_or_names_the_fix() -> None:
     from soulx_live.config import EngineConfig
 
     from engine.config import FlashTalkConfigError
-    from engine.flashtalk import build_engine
+    from engine.build import build_engine
     from engine.ops.attention import flash_available, get_attention_backend, set_attention_backend
 
     try:

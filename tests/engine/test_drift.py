@@ -23,7 +23,7 @@ from engine.drift import DriftMonitor, DriftReport, DriftSettings, RegenDeadline
 from engine.flashtalk import FlashTalkEngine, FlashTalkSession
 from engine.interface import SessionRequest
 from engine.state import SessionState
-from engine.tiny import build_tiny_engine
+from engine.build import build_tiny_engine
 from soulx_live.config import DriftConfig
 
 SR = 16000

@@ -14,7 +14,7 @@ from engine.config import FlashTalkConfig
 from engine.flashtalk import generate_chunk
 from engine.interface import SessionRequest
 from engine.sampler import denoise, shifted_timesteps
-from engine.tiny import build_tiny_engine
+from engine.build import build_tiny_engine
 
 HOST_READS = {"aten._local_scalar_dense", "aten.nonzero", "aten.masked_select", "aten._unique2", "aten.item"}
 

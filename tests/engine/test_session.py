@@ -331,7 +331,7 @@ def test_from_folder_and_the_daemon_entry_point(tmp_path: Path) -> None:
     golden = Path(__file__).resolve().parents[2].parent / "shared" / "golden" / "models"
     if not (golden / "dit" / "config.json").is_file():
         pytest.skip(f"golden models not found at {golden}")
-    from engine.flashtalk import build_engine
+    from engine.build import build_engine
     from soulx_live.config import EngineConfig
     from soulx_live.config import FlashTalkConfig as FlashTalkSettings
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from soulx_live.config import EngineConfig
 
-from engine.flashtalk import build_engine
+from engine.build import build_engine
 from engine.interface import SessionRequest
 from engine.ops.fp8 import Fp8Linear
 

@@ -1,4 +1,4 @@
-"""C6: ``engine.flashtalk.build_engine`` with ``engine.flashtalk.preset: tiny-random``.
+"""C6: ``engine.build.build_engine`` with ``engine.flashtalk.preset: tiny-random``.
 
 A seeded random tiny DiT / VAE / wav2vec2 on the CPU, no weight files, through the same
 ``FlashTalkSession`` code path as the released model (sampler, colour correction, motion re-encode,
@@ -14,7 +14,8 @@ import torch
 
 from engine.config import FlashTalkConfigError
 from engine.drift import DriftReport
-from engine.flashtalk import FlashTalkEngine, FlashTalkSession, build_engine
+from engine.build import build_engine
+from engine.flashtalk import FlashTalkEngine, FlashTalkSession
 from engine.interface import AvatarEngine, AvatarSession, SessionRequest
 from soulx_live.config import EngineConfig, load_config
 
@@ -126,7 +127,7 @@ def test_degrees_that_do_not_fit_are_refused_before_joining_a_group(monkeypatch:
     from soulx_live.config import EngineConfig
 
     from engine.config import FlashTalkConfigError
-    from engine.flashtalk import build_engine
+    from engine.build import build_engine
 
     monkeypatch.setenv("RANK", "0")
     monkeypatch.setenv("WORLD_SIZE", "4")

@@ -1,0 +1,161 @@
+"""Build a :class:`~engine.flashtalk.FlashTalkEngine` from the daemon's engine settings, for both presets.
+
+``build_engine(engine_config)`` takes a ``soulx_live.config.EngineConfig``-shaped object (read by attribute only,
+so the engine never imports the daemon) and:
+
+1. selects the attention kernel (``engine.flashtalk.attention``);
+2. builds the single-process engine: the released 14B model from ``engine.weights_dir``, or the
+   ``tiny-random`` preset (:mod:`engine.tiny`: seeded random tiny models, CPU, fp32, no files);
+3. with ``world_size > 1``, joins the torchrun group and splits the models across it (:func:`parallelize_engine`);
+4. applies the speed levers (FP8, compiled blocks) after the split, so collectives stay outside compiled graphs.
+
+Steps 1, 3 and 4 are one code path for both presets, so the tiny group (tests/daemon/test_worker_group.py) runs
+what the 14B group runs: the group join, Ulysses x Ring degrees and the ``sp_backend`` choice. The one part it
+cannot exercise is the parallel VAE: the tiny preset's VAE is :class:`~engine.tiny.TinyPatchVAE` (per-patch and
+linear, no neighbouring rows to exchange), not a ``WanVAE``, so :func:`parallelize_engine` leaves it whole; the
+row-split VAE is tested against the whole-frame one in tests/engine/test_parallel_vae.py.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from engine.config import FlashTalkConfig, FlashTalkConfigError
+from engine.drift import DriftThresholds
+from engine.flashtalk import FlashTalkEngine
+from engine.tiny import TINY_PRESET, tiny_components, tiny_config
+
+__all__ = ["build_engine", "build_tiny_engine", "parallelize_engine"]
+
+log = logging.getLogger(__name__)
+
+
+def build_engine(engine_config: Any) -> FlashTalkEngine:
+    """The daemon's entry point: ``soulx_live.config.EngineConfig`` (``kind: flashtalk``) -> engine.
+
+    ``engine.flashtalk.preset: tiny-random`` builds :func:`build_tiny_engine` instead of loading weights:
+    CPU only, the preset's own small geometry (``weights_dir``, ``device``, ``dtype`` and size settings are
+    ignored); the parallelism and speed settings apply as for the 14B model.
+    """
+    ft = engine_config.flashtalk
+    _select_attention(getattr(ft, "attention", "auto"))
+    if getattr(ft, "preset", "14b") == TINY_PRESET:
+        engine = _build_tiny(engine_config)
+    else:
+        engine = _build_14b(engine_config)
+    if ft.world_size != 1:
+        parallelize_engine(engine, ft)
+    _apply_speedups(engine.models.dit, ft)
+    return engine
+
+
+def build_tiny_engine(
+    cfg: FlashTalkConfig | None = None, *, seed: int = 0, drift: DriftThresholds | None = None
+) -> FlashTalkEngine:
+    """A :class:`~engine.flashtalk.FlashTalkEngine` on the tiny-random stack (CPU, fp32, no files)."""
+    cfg = tiny_config(cfg)
+    parts = tiny_components(cfg, seed)
+    engine = FlashTalkEngine.from_components(parts.dit, parts.vae, parts.audio, parts.conditioning, cfg, drift=drift)
+    engine.name = "flashtalk-tiny-random"
+    log.info(
+        "flashtalk tiny-random preset: %dx%d, %d frames per chunk (%d new), %d steps, seed %d, CPU fp32, no weights",
+        cfg.height, cfg.width, cfg.frame_num, cfg.frames_per_chunk, cfg.sampling_steps, seed,
+    )
+    return engine
+
+
+def parallelize_engine(engine: FlashTalkEngine, ft: Any) -> None:
+    """Join the torchrun group and split the engine across it (every rank calls this with the same settings).
+
+    The DiT (the transformer inside the tiny preset's wrapper) gets Ulysses x Ring sequence parallelism with
+    ``ulysses_degree``/``ring_degree``/``sp_backend``; the VAE is split into row bands when ``parallel_vae`` is
+    on and it is a ``WanVAE``. Raises FlashTalkConfigError naming the setting to change.
+    """
+    from engine.models.vae import WanVAE
+    from engine.parallel.launch import parallelize
+
+    vae = engine.models.vae if ft.parallel_vae and isinstance(engine.models.vae, WanVAE) else None
+    try:
+        parallelize(_transformer(engine.models.dit), ft.world_size, timeout_s=ft.nccl_timeout_s,
+                    ulysses_degree=ft.ulysses_degree, ring_degree=ft.ring_degree, vae=vae,
+                    sp_backend=getattr(ft, "sp_backend", "auto"))
+    except ValueError as exc:
+        raise FlashTalkConfigError(str(exc)) from exc
+
+
+def _build_14b(engine_config: Any) -> FlashTalkEngine:
+    """The released model from ``engine.weights_dir`` on ``engine.device`` (this rank's GPU under torchrun)."""
+    ft = engine_config.flashtalk
+    if ft.cpu_offload:
+        raise FlashTalkConfigError("engine.flashtalk.cpu_offload is not supported in this build; set it to false")
+    if engine_config.weights_dir is None:
+        raise FlashTalkConfigError("engine.weights_dir is not set (--set engine.weights_dir=models/SoulX-FlashTalk-14B)")
+    cfg = FlashTalkConfig(
+        height=ft.height,
+        width=ft.width,
+        frame_num=ft.frame_num,
+        motion_frames=ft.motion_frames,
+        sampling_steps=ft.steps,
+        shift=ft.shift,
+        color_correction_strength=ft.color_correction,
+        fps=ft.fps,
+        audio_buffer_s=ft.audio_buffer_s,
+        device=engine_config.device,
+        dtype=ft.dtype,
+    )
+    if ft.world_size != 1:
+        _select_rank_device()  # before loading: every rank loads onto its own GPU
+    drift = getattr(engine_config, "drift", None)
+    return FlashTalkEngine.from_folder(Path(engine_config.weights_dir), cfg, drift=drift)
+
+
+def _build_tiny(engine_config: Any) -> FlashTalkEngine:
+    """The tiny-random preset with the caller's sampler, colour and frame-rate settings (seed 0)."""
+    ft = engine_config.flashtalk
+    device = (engine_config.device or "cpu").strip().lower()
+    if device != "cpu" and device != "auto":
+        log.warning("engine.flashtalk.preset=%s runs on the CPU; ignoring engine.device=%s", TINY_PRESET, device)
+    cfg = FlashTalkConfig(
+        sampling_steps=ft.steps, shift=ft.shift, color_correction_strength=ft.color_correction, fps=ft.fps
+    )
+    return build_tiny_engine(cfg, seed=0, drift=getattr(engine_config, "drift", None))
+
+
+def _transformer(dit: nn.Module) -> nn.Module:
+    """The ``WanAudioTransformer`` itself: the tiny preset wraps it in :class:`~engine.tiny.TinyDenoiser`."""
+    return getattr(dit, "transformer", dit)
+
+
+def _apply_speedups(dit: nn.Module, ft: Any) -> None:
+    """``engine.flashtalk.fp8`` then ``compile``: FP8 block GEMMs, compiled DiT blocks (after sequence parallelism
+    is installed, so its collectives stay outside the graphs)."""
+    transformer = _transformer(dit)
+    if getattr(ft, "fp8", False):
+        from engine.ops.fp8 import quantize_dit_fp8
+
+        quantize_dit_fp8(transformer)
+    if ft.compile:
+        from engine.ops.compile import compile_dit_blocks
+
+        compile_dit_blocks(transformer, getattr(ft, "compile_mode", "default"))
+
+
+def _select_attention(name: str) -> None:
+    """``engine.flashtalk.attention``: force one kernel of the facade (``auto`` keeps the probed choice)."""
+    from engine.ops.attention import set_attention_backend
+
+    try:
+        set_attention_backend(None if name == "auto" else name)
+    except RuntimeError as exc:  # e.g. flash asked for where flash-attn does not load: the reason names the extra
+        raise FlashTalkConfigError(f"engine.flashtalk.attention={name}: {exc}") from exc
+
+
+def _select_rank_device() -> None:
+    """Under torchrun, make ``cuda`` mean this rank's GPU (LOCAL_RANK) so models load there, not all on GPU 0."""
+    if torch.cuda.is_available() and "LOCAL_RANK" in os.environ:
+        torch.cuda.set_device(int(os.environ["LOCAL_RANK"]) % torch.cuda.device_count())
