@@ -10,21 +10,16 @@ thus reach every rank by broadcast, and only rank 0 publishes frames. A rank tha
 from __future__ import annotations
 
 import logging
-import os
 from typing import Any
 
 import numpy as np
 
 from engine.interface import AvatarEngine, AvatarSession, FrameChunk, SessionRequest
+from engine.parallel.ranks import torchrun_rank as group_rank  # one definition of the rank, in the engine
 
 __all__ = ["MirroredEngine", "MirroredSession", "follow", "group_rank"]
 
 log = logging.getLogger(__name__)
-
-
-def group_rank() -> tuple[int, int]:
-    """``(rank, world size)`` from torchrun's environment; ``(0, 1)`` outside a group."""
-    return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
 
 
 def _broadcast(op: tuple[Any, ...] | None) -> tuple[Any, ...]:

@@ -60,7 +60,7 @@ class BenchConfig:
         if self.world_size < 1:
             raise BenchConfigError(f"--world-size must be >= 1, got {self.world_size}")
         if self.world_size > 1:
-            from engine.bench.models import dit_config
+            from engine.bench.widths import dit_config
             from engine.parallel.mesh import resolve_degrees
 
             try:

@@ -183,7 +183,7 @@ def _release_dit_kwargs(release: SimpleNamespace, tiny: bool) -> dict[str, Any]:
     """Our DiT config as keyword arguments of the release's ``WanModel`` (same names; unknown ones dropped)."""
     import inspect
 
-    from engine.bench.models import dit_config
+    from engine.bench.widths import dit_config
 
     ours = dataclasses.asdict(dit_config(tiny))
     accepted = inspect.signature(release.model.WanModel.__init__).parameters
@@ -197,7 +197,8 @@ def random_weight_loaders(release: SimpleNamespace, cfg: Any, device: Any) -> It
     from transformers import Wav2Vec2FeatureExtractor
 
     from engine.bench.config import torch_dtype
-    from engine.bench.models import build_random, wav2vec2_config
+    from engine.bench.models import build_random
+    from engine.bench.widths import wav2vec2_config
 
     dtype = torch_dtype(cfg)
     wan_model_cls = release.model.WanModel

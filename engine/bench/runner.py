@@ -24,7 +24,8 @@ import torch
 
 from engine.audio_encoder import AudioEncoder, StreamingAudioWindow, samples_per_chunk
 from engine.bench.config import MOTION_FRAMES, BenchConfig, torch_dtype
-from engine.bench.models import TEXT_DIM, build_models, dit_config
+from engine.bench.models import build_models
+from engine.bench.widths import TEXT_DIM, dit_config
 from engine.models.vae import WanVAE
 from engine.postprocess import match_and_blend_colors, to_uint8_frames
 from engine.prepare import (
@@ -134,7 +135,8 @@ def run_chunk(
 
 def _parallel(cfg: BenchConfig, dit: torch.nn.Module, vae: WanVAE) -> Any:
     """Join the torchrun group; Ulysses x Ring on the DiT, the VAE in bands of rows (``world_size > 1`` only)."""
-    from engine.parallel import apply_sequence_parallel, init_parallel
+    from engine.parallel.mesh import init_parallel
+    from engine.parallel.usp import apply_sequence_parallel
     from engine.parallel.vae import apply_parallel_vae
 
     rank = int(os.environ.get("RANK", "-1"))
@@ -183,7 +185,7 @@ def run_chunks(cfg: BenchConfig) -> RawRun:
         return _stream(cfg, dit, dit_call, vae, audio_enc, device, build_s, ctx)
     finally:
         if ctx is not None:
-            from engine.parallel import destroy_parallel
+            from engine.parallel.mesh import destroy_parallel
 
             destroy_parallel(ctx)
 

@@ -1,25 +1,8 @@
 """Multi-GPU at the models' seams: Ulysses × Ring sequence parallelism for the DiT (:mod:`engine.parallel.usp`),
-the parallel VAE (:mod:`engine.parallel.vae`) and joining the torchrun group (:mod:`engine.parallel.launch`)."""
-from engine.parallel.mesh import (
-    ParallelContext,
-    destroy_parallel,
-    init_parallel,
-    resolve_degrees,
-    ulysses_degree_for,
-)
-from engine.parallel.usp import (
-    SequenceParallel,
-    apply_sequence_parallel,
-    remove_sequence_parallel,
-)
+the parallel VAE (:mod:`engine.parallel.vae`), joining the torchrun group (:mod:`engine.parallel.launch`) and this
+process's rank (:mod:`engine.parallel.ranks`).
 
-__all__ = [
-    "ParallelContext",
-    "SequenceParallel",
-    "apply_sequence_parallel",
-    "destroy_parallel",
-    "init_parallel",
-    "remove_sequence_parallel",
-    "resolve_degrees",
-    "ulysses_degree_for",
-]
+Import the submodules directly: this package itself imports nothing, so the torch-free
+:mod:`engine.parallel.ranks` can be imported by the daemon without pulling torch in. Modules here import only
+``engine``, the standard library and third-party packages (never ``soulx_live`` or ``plugins``).
+"""

@@ -9,25 +9,20 @@ every rank builds the same engine and calls :func:`parallelize`: the DiT gets Ul
 from __future__ import annotations
 
 import logging
-import os
 
 import torch
 
 from engine.models.transformer import WanAudioTransformer
 from engine.models.vae import WanVAE
 from engine.parallel.mesh import ParallelContext, init_parallel, resolve_degrees
+from engine.parallel.ranks import torchrun_rank
 from engine.parallel.usp import apply_sequence_parallel
 from engine.parallel.vae import apply_parallel_vae
 from engine.parallel.xfuser_attention import SpBackend
 
-__all__ = ["parallelize", "torchrun_rank"]
+__all__ = ["parallelize"]
 
 log = logging.getLogger(__name__)
-
-
-def torchrun_rank() -> tuple[int, int]:
-    """``(rank, world size)`` from torchrun's environment; ``(0, 1)`` outside a group."""
-    return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
 
 
 def parallelize(dit: WanAudioTransformer, world_size: int, *, timeout_s: float = 120.0, ulysses_degree: int = 0,
