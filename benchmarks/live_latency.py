@@ -224,7 +224,7 @@ def stats(values: list[float]) -> dict:
 
 def compute_ms(config: SoulxConfig, chunks: int = 30) -> dict:
     """The engine's own time per chunk (in process, same configuration)."""
-    from soulx_live.daemon import build_engine
+    from soulx_live.factory.engine import build_engine
 
     engine = build_engine(config)
     session = engine.start_session(SessionRequest(session_id="bench"))

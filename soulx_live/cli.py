@@ -262,7 +262,8 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     config = load(args)
     _configure_logging(args, config, "cli")
-    from soulx_live.daemon import DaemonUnavailable, query_status
+    from soulx_live.control.client import query_status
+    from soulx_live.errors import DaemonUnavailable
 
     try:
         reply = query_status(config.bus, timeout_s=args.timeout)
@@ -298,7 +299,7 @@ def _expected_errors() -> tuple[type[BaseException], ...]:
     from engine.extras import MissingExtraError
     from plugins.base import SinkError
     from soulx_live.audio.file import AudioFileError
-    from soulx_live.daemon import DaemonError
+    from soulx_live.errors import DaemonError
     from soulx_live.runtime_dir import RuntimeDirError
 
     found: list[type[BaseException]] = [AudioFileError, DaemonError, MissingExtraError, RuntimeDirError, SinkError, OSError]

@@ -18,7 +18,7 @@ from engine.interface import AvatarEngine, SessionRequest
 from plugins.recorder import RecorderSink, RecordingStats
 from soulx_live.audio.file import AudioFileError, decode_audio_file
 from soulx_live.config import SoulxConfig
-from soulx_live.daemon import build_engine, load_avatar
+from soulx_live.factory.engine import build_engine, load_avatar
 
 __all__ = ["Progress", "render"]
 

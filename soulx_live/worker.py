@@ -443,7 +443,8 @@ class _ConfigProblem(RuntimeError):
 
 
 def _serve(cfg: SoulxConfig, options: WorkerOptions, ctx: zmq.Context, events: zmq.Socket) -> int:
-    from soulx_live.daemon import DaemonError, build_engine
+    from soulx_live.errors import DaemonError
+    from soulx_live.factory.engine import build_engine
     from soulx_live.worker_group import MirroredEngine, follow, group_rank
 
     try:

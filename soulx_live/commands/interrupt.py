@@ -21,7 +21,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace, load: Callable[..., Any]) -> int:
     config = load(args, {})
-    from soulx_live.daemon import request_interrupt
+    from soulx_live.control.client import request_interrupt
 
     epoch = request_interrupt(config.bus, timeout_s=args.timeout)  # DaemonUnavailable: one line from the CLI
     print(f"interrupted: epoch {epoch}")

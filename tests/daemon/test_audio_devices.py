@@ -299,7 +299,7 @@ def test_open_live_source_picks_the_default_monitor(pulse: PulseServer) -> None:
 
 
 @pytest.mark.timeout(30)
-def test_loopback_drives_the_daemon_end_to_end(pulse: PulseServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_loopback_drives_the_daemon_end_to_end(pulse: PulseServer, tmp_path: Path) -> None:
     """Daemon (audio.source=loopback) + FakeEngine (echoes its input audio into each chunk) + recorder:
     what was played into the null sink comes out in the recorded avatar video's audio track."""
     import sys
@@ -307,21 +307,10 @@ def test_loopback_drives_the_daemon_end_to_end(pulse: PulseServer, tmp_path: Pat
     sys.path.insert(0, str(Path(__file__).parent))
     from daemon_fakes import FakeEngine
 
-    from soulx_live import daemon as daemon_mod
-    from soulx_live.audio.device_source import open_live_source
     from soulx_live.audio.file import decode_audio_file
     from soulx_live.config import load_config
+    from soulx_live.daemon import Daemon
 
-    if "not supported" in _build_source_error(daemon_mod):  # until daemon.build_source routes mic/loopback
-        original = daemon_mod.build_source
-
-        def build_source(config, block_samples):  # type: ignore[no-untyped-def]
-            if config.audio.source in ("mic", "loopback"):
-                return open_live_source(config.audio.source, config.audio.device,
-                                        sample_rate=config.audio.sample_rate, block_samples=block_samples)
-            return original(config, block_samples)
-
-        monkeypatch.setattr(daemon_mod, "build_source", build_source)
     out = tmp_path / "rec.mp4"
     config = load_config(None, env={}, overrides={
         "audio.source": "loopback", "bus.runtime_dir": str(tmp_path / "rt"),
@@ -329,7 +318,7 @@ def test_loopback_drives_the_daemon_end_to_end(pulse: PulseServer, tmp_path: Pat
     })
     probe = _probe()
     played = _to_48k_stereo(probe)
-    daemon = daemon_mod.Daemon(config, engine_factory=lambda _: FakeEngine())
+    daemon = Daemon(config, engine_factory=lambda _: FakeEngine())
     result: list[int] = []
     thread = threading.Thread(target=lambda: result.append(daemon.run()), daemon=True)
     thread.start()
@@ -349,14 +338,3 @@ def test_loopback_drives_the_daemon_end_to_end(pulse: PulseServer, tmp_path: Pat
     print(f"daemon loopback -> avatar recording: ncc {ncc:.4f} at {lag / RATE:.2f} s into the recording")
     assert ncc > 0.95, f"the avatar's audio does not follow what was played (ncc={ncc:.3f})"
 
-
-def _build_source_error(daemon_mod: object) -> str:
-    from soulx_live.config import load_config
-
-    config = load_config(None, env={}, overrides={"audio.source": "loopback"})
-    try:
-        source = daemon_mod.build_source(config, BLOCK)  # type: ignore[attr-defined]
-    except Exception as exc:  # noqa: BLE001 - only the message matters here
-        return str(exc)
-    source.stop()
-    return ""

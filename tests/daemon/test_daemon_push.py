@@ -66,7 +66,7 @@ def test_pushed_pcm_becomes_frames_and_bad_pushes_do_not_end_the_session() -> No
             assert not probe.speech_writes(), "speech frames before anything was pushed"
             t_push = time.monotonic()
             receipt = handler.push_pcm(_tone(0.6), utterance_id="u1")
-            source = daemon._source
+            source = daemon.driver.intake.source if daemon.driver.intake is not None else None
             assert isinstance(source, PushSource)
             assert 0 < receipt.start_sample <= source.position + 640 and receipt.n_samples == int(0.6 * SR)
             wait_for(lambda: len(probe.speech_writes()) >= 3, 5, "frames carrying the pushed audio")
@@ -149,12 +149,12 @@ def test_the_push_server_is_hosted_when_built() -> None:
         runner = DaemonThread(daemon).start()
         try:
             _handler(daemon)
-            wait_for(lambda: daemon._push_server is not None, 5, "the push server")
-            server = daemon._push_server
+            wait_for(lambda: daemon.push.server is not None, 5, "the push server")
+            server = daemon.push.server
             assert server.zmq_address and server.token  # type: ignore[attr-defined]
         finally:
             runner.stop()
-    assert daemon._push_server is None  # closed with the session
+    assert daemon.push.server is None  # closed with the session
 
 
 class FakeMetrics:
@@ -302,7 +302,7 @@ def test_say_over_the_push_api_with_real_espeak() -> None:
         runner = DaemonThread(daemon).start()
         try:
             _handler(daemon)
-            wait_for(lambda: daemon._push_server is not None and len(probe.snapshot()) >= 2, 15, "push server, idle")
+            wait_for(lambda: daemon.push.server is not None and len(probe.snapshot()) >= 2, 15, "push server, idle")
             with PushClient(daemon.config) as client:
                 client.subscribe()
                 client.say("Hello from the push API.")
@@ -376,7 +376,7 @@ def test_interrupt_command_reaches_the_daemon(capsys: pytest.CaptureFixture[str]
     import argparse
 
     from soulx_live.commands import interrupt as command
-    from soulx_live.daemon import DaemonUnavailable
+    from soulx_live.errors import DaemonUnavailable
 
     with short_tmp() as root:
         daemon, probe = _push_daemon(root, **{"supervisor.isolation": "thread"})
@@ -395,7 +395,7 @@ def test_interrupt_command_reaches_the_daemon(capsys: pytest.CaptureFixture[str]
 def test_speech_events_reach_listeners_and_sinks_with_on_speech() -> None:
     from types import SimpleNamespace
 
-    from soulx_live.daemon import build_sinks
+    from soulx_live.factory.sinks import build_sinks
 
     with short_tmp() as root:
         config = live_config(root, **{"sinks.obs.enabled": True})
@@ -405,8 +405,8 @@ def test_speech_events_reach_listeners_and_sinks_with_on_speech() -> None:
         daemon = Daemon(config)
     speaking: list[bool] = []
     heard: list[object] = []
-    daemon.sinks = [SimpleNamespace(name="obs", on_speech=speaking.append), ProbeSink()]  # type: ignore[list-item]
+    daemon.fanout.sinks = [SimpleNamespace(name="obs", on_speech=speaking.append), ProbeSink()]  # type: ignore[list-item]
     daemon.speech_listeners.append(heard.append)
     for kind in ("started", "finished", "started", "interrupted"):
-        daemon._emit_speech(SimpleNamespace(kind=kind, utterance_id="u", position_s=0.0, played_s=0.0))
+        daemon.push.emit_speech(SimpleNamespace(kind=kind, utterance_id="u", position_s=0.0, played_s=0.0))
     assert speaking == [True, False, True, False] and len(heard) == 4

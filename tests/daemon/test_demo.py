@@ -21,7 +21,9 @@ from daemon_fakes import FakeEngine, decoded_lengths, tone, write_audio  # noqa:
 from plugins.recorder import probe_media  # noqa: E402
 from soulx_live import cli  # noqa: E402
 from soulx_live.config import load_config  # noqa: E402
-from soulx_live.daemon import Daemon, DaemonError, DaemonUnavailable, query_status  # noqa: E402
+from soulx_live.control.client import query_status  # noqa: E402
+from soulx_live.daemon import Daemon  # noqa: E402
+from soulx_live.errors import DaemonError, DaemonUnavailable  # noqa: E402
 
 CHECKOUT = Path(__file__).resolve().parents[2]
 FRAME_S = 1 / 25

@@ -47,7 +47,7 @@ def speech(seconds: float, seed: int = 0) -> np.ndarray:
 
 def silent_reference(config: SoulxConfig, first_frame: int, n: int) -> np.ndarray:
     """Frames ``first_frame .. first_frame+n-1`` of a fresh session of the same engine fed only silence."""
-    from soulx_live.daemon import build_engine
+    from soulx_live.factory.engine import build_engine
 
     session = build_engine(config).start_session(SessionRequest(session_id="ref"))
     session.push_audio(np.zeros((first_frame + n + 5) * SPF, np.float32))
@@ -113,7 +113,7 @@ def make_rig(engine: object, **options: object) -> tuple[Rig, list[zmq.Socket], 
 
 @pytest.fixture
 def lite_rig(config: SoulxConfig) -> Iterator[Rig]:
-    from soulx_live.daemon import build_engine
+    from soulx_live.factory.engine import build_engine
 
     rig, socks, publisher = make_rig(build_engine(config))
     yield rig

@@ -38,7 +38,10 @@ from live_support import (
 
 from plugins.recorder import RecorderSink, probe_media
 from soulx_live.config import SoulxConfig
-from soulx_live.daemon import Daemon, DaemonError, choose_isolation, query_status
+from soulx_live.control.client import query_status
+from soulx_live.daemon import Daemon
+from soulx_live.errors import DaemonError
+from soulx_live.factory.isolation import choose_isolation
 
 pytestmark = pytest.mark.timeout(40)
 
@@ -203,7 +206,7 @@ def test_status_reports_isolation_and_restarts_over_the_control_socket() -> None
 
 
 def test_the_daemon_side_never_imports_torch() -> None:
-    code = ("import sys, soulx_live.daemon, soulx_live.live_engine, soulx_live.push_bridge, soulx_live.audio.push_source; "
+    code = ("import sys, soulx_live.daemon, soulx_live.live_engine, soulx_live.live.supervised, soulx_live.factory.engine, soulx_live.push_bridge, soulx_live.audio.push_source; "
             "bad = [m for m in ('torch', 'transformers') if m in sys.modules]; sys.exit(f'imported {bad}' if bad else 0)")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=20, check=False)
     assert done.returncode == 0, done.stderr
@@ -221,6 +224,6 @@ def test_restart_budget_exhausted_ends_the_session_with_a_finished_recording() -
         assert not runner.thread.is_alive(), "the daemon did not end after its engine failed for good"
         assert runner.result == [1]
         info = probe_media(out)
-    assert probe.closed and "restart budget exhausted" in daemon._engine_note[1]
+    assert probe.closed and "restart budget exhausted" in daemon.fanout.engine_note[1]
     assert_contiguous(probe.snapshot())
     assert info.frames == sum(w.n for w in probe.snapshot())

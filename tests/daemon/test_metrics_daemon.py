@@ -23,7 +23,8 @@ from live_support import (
 )
 
 from plugins.recorder import RecorderSink
-from soulx_live.daemon import Daemon, query_status
+from soulx_live.control.client import query_status
+from soulx_live.daemon import Daemon
 from soulx_live.status_table import format_status
 
 pytestmark = pytest.mark.timeout(40)

@@ -206,7 +206,8 @@ def test_the_daemon_creates_the_source_and_obs_shows_its_avatar(obs: HeadlessObs
     sys.path.insert(0, str(Path(__file__).parents[1] / "daemon"))
     from live_support import DaemonThread, live_config, short_tmp, write_tone
 
-    from soulx_live.daemon import Daemon, build_sinks
+    from soulx_live.daemon import Daemon
+    from soulx_live.factory.sinks import build_sinks
 
     with short_tmp() as root:
         speech = write_tone(root / "speech.wav", 8.0)

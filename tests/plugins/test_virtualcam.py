@@ -280,7 +280,7 @@ def test_real_v4l2loopback_backend_without_a_device_explains_the_fix() -> None:
 
 def test_daemon_builds_the_sink_when_enabled(tmp_path) -> None:
     from soulx_live.config import load_config
-    from soulx_live.daemon import build_sinks
+    from soulx_live.factory.sinks import build_sinks
 
     config = load_config(None, env={}, overrides={
         "sinks.virtualcam.enabled": True, "sinks.virtualcam.device": "/dev/video7",

@@ -182,7 +182,7 @@ def fake_backend():  # type: ignore[no-untyped-def]
 
 def test_daemon_builds_camera_and_microphone_on_one_clock() -> None:
     from soulx_live.config import SoulxConfig
-    from soulx_live.daemon import build_sinks
+    from soulx_live.factory.sinks import build_sinks
 
     config = SoulxConfig.model_validate({"sinks": {"virtualcam": {"enabled": True}, "virtualmic": {"enabled": True}}})
     cam, mic = build_sinks(config)

@@ -1,0 +1,67 @@
+"""The daemon side of the control socket: a REP socket answering ``StatusRequest``, ``StopRequest`` and
+``Interrupt`` (barge-in). It runs on its own thread; ZeroMQ sockets never cross threads."""
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from soulx_live import protocol
+from soulx_live.errors import DaemonError
+
+__all__ = ["ControlHandlers", "ControlServer"]
+
+log = logging.getLogger(__name__)
+
+POLL_S = 0.05
+
+
+@dataclass(frozen=True)
+class ControlHandlers:
+    """What each request does in the daemon."""
+
+    status: Callable[[], protocol.StatusReply]
+    stop: Callable[[str], None]
+    interrupt: Callable[[], int]  # returns the new epoch
+
+
+class ControlServer:
+    """Answers requests on ``address`` until ``stopped()`` turns true (checked every 50 ms)."""
+
+    def __init__(self, address: str, handlers: ControlHandlers) -> None:
+        self.address = address
+        self._handlers = handlers
+
+    def serve(self, stopped: Callable[[], bool]) -> None:
+        """The control thread's body. Raises :class:`DaemonError` when the address is taken."""
+        import zmq
+
+        sock = zmq.Context.instance().socket(zmq.REP)
+        sock.setsockopt(zmq.LINGER, 0)
+        try:
+            sock.bind(self.address)
+        except zmq.ZMQError as exc:
+            sock.close()
+            raise DaemonError(f"cannot listen on {self.address}: {exc} "
+                              "(is another daemon running? `soulx-live status`)") from exc
+        try:
+            while not stopped():
+                if sock.poll(int(POLL_S * 1000)):
+                    sock.send(protocol.encode(self.answer(sock.recv())))
+        finally:
+            sock.close()
+
+    def answer(self, data: bytes) -> protocol.Message:
+        """The reply to one encoded request; a malformed one gets a refusal that says why."""
+        try:
+            msg = protocol.decode(data)
+        except protocol.ProtocolError as exc:
+            return protocol.Ack(ok=False, message=str(exc))
+        if isinstance(msg, protocol.StatusRequest):
+            return self._handlers.status()
+        if isinstance(msg, protocol.StopRequest):
+            self._handlers.stop("stop requested by `soulx-live`")
+            return protocol.Ack(ok=True, message="draining")
+        if isinstance(msg, protocol.Interrupt):  # barge-in from a client; its epoch field is not used
+            return protocol.Ack(ok=True, message=f"epoch {self._handlers.interrupt()}")
+        return protocol.Ack(ok=False, message=f"the daemon does not handle {type(msg).__name__}")

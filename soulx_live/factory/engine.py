@@ -1,0 +1,93 @@
+"""The engine named by ``engine.kind``, and the avatar portrait it starts from.
+
+Used by the daemon (in-process isolation), by the engine worker process and by offline ``render``; so this
+module imports nothing that hosts sinks or the daemon. Heavy imports (torch, the FlashTalk models) happen
+inside :func:`build_engine`, not at module import.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from engine.interface import AvatarEngine
+from soulx_live.config import SoulxConfig
+from soulx_live.errors import DaemonError
+from engine.extras import require
+
+__all__ = ["build_engine", "load_avatar"]
+
+
+def load_avatar(path: Path | None) -> np.ndarray | None:
+    """Read a portrait as uint8 RGB ``(H, W, 3)``; None stays None (the engine's built-in avatar)."""
+    if path is None:
+        return None
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as img:
+            return np.ascontiguousarray(np.asarray(img.convert("RGB"), dtype=np.uint8))
+    except FileNotFoundError:
+        raise DaemonError(f"avatar image not found: {path}") from None
+    except (UnidentifiedImageError, OSError) as exc:
+        raise DaemonError(f"cannot read avatar image {path}: {exc}") from exc
+
+
+def build_engine(config: SoulxConfig) -> AvatarEngine:
+    """The engine named by ``engine.kind``; raises :class:`DaemonError` naming what is missing."""
+    kind = config.engine.kind
+    if kind == "lite":
+        return _build_lite(config)
+    if kind == "flashtalk":
+        return _build_flashtalk(config)
+    raise DaemonError(f"unknown engine.kind {kind!r}; use 'lite' or 'flashtalk'")
+
+
+def _build_lite(config: SoulxConfig) -> AvatarEngine:
+    from engine.lite.engine import LiteConfig, LiteEngine
+
+    lite = config.engine.lite
+    return LiteEngine(LiteConfig(width=lite.width, height=lite.height, fps=lite.fps,
+                                 frames_per_chunk=lite.frames_per_chunk, sample_rate=config.audio.sample_rate,
+                                 blinks=lite.blinks, idle_motion=lite.idle_motion))
+
+
+def _build_flashtalk(config: SoulxConfig) -> AvatarEngine:
+    if config.engine.flashtalk.preset == "tiny-random":  # random tiny models on the CPU: no weights, no GPU
+        require("torch", "engine")
+        return _flashtalk_builder()(config.engine)
+    problems = _flashtalk_problems(config)
+    if problems:
+        raise DaemonError("the flashtalk engine cannot start: " + "; ".join(problems))
+    return _flashtalk_builder()(config.engine)
+
+
+def _flashtalk_problems(config: SoulxConfig) -> list[str]:
+    """What keeps the released 14B model from starting here: weights, packages, a GPU."""
+    from engine.loading.layout import weights_problems
+
+    problems = []
+    weights = config.engine.weights_dir
+    if weights is None:
+        problems.append("engine.weights_dir is not set (--set engine.weights_dir=models/SoulX-FlashTalk-14B)")
+    else:
+        problems += [f"weights: {p}" for p in weights_problems(weights)]
+    try:
+        require("transformers", "engine", "the FlashTalk audio encoder")
+    except ImportError as exc:
+        problems.append(str(exc))
+    torch = require("torch", "engine")
+    device = config.engine.device or "cuda"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        problems.append("no CUDA GPU is usable (FlashTalk needs one; `soulx-live doctor` shows why)")
+    return problems
+
+
+def _flashtalk_builder() -> Callable[[Any], AvatarEngine]:
+    try:
+        from engine import build  # the GPU engine (torch); imported only when asked for
+    except ImportError as exc:
+        raise DaemonError(f"the flashtalk engine is not available in this build: {exc}") from exc
+    return build.build_engine
