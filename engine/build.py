@@ -34,6 +34,11 @@ __all__ = ["build_engine", "build_tiny_engine", "parallelize_engine"]
 
 log = logging.getLogger(__name__)
 
+# FlashTalkConfig field -> engine.flashtalk setting. Both presets take the sampling settings; only the
+# 14B model takes the geometry (the tiny preset has its own).
+_SAMPLING = {"sampling_steps": "steps", "shift": "shift", "color_correction_strength": "color_correction", "fps": "fps"}
+_GEOMETRY = {name: name for name in ("height", "width", "frame_num", "motion_frames", "audio_buffer_s")}
+
 
 def build_engine(engine_config: Any) -> FlashTalkEngine:
     """The daemon's entry point: ``soulx_live.config.EngineConfig`` (``kind: flashtalk``) -> engine.
@@ -95,19 +100,7 @@ def _build_14b(engine_config: Any) -> FlashTalkEngine:
         raise FlashTalkConfigError("engine.flashtalk.cpu_offload is not supported in this build; set it to false")
     if engine_config.weights_dir is None:
         raise FlashTalkConfigError("engine.weights_dir is not set (--set engine.weights_dir=models/SoulX-FlashTalk-14B)")
-    cfg = FlashTalkConfig(
-        height=ft.height,
-        width=ft.width,
-        frame_num=ft.frame_num,
-        motion_frames=ft.motion_frames,
-        sampling_steps=ft.steps,
-        shift=ft.shift,
-        color_correction_strength=ft.color_correction,
-        fps=ft.fps,
-        audio_buffer_s=ft.audio_buffer_s,
-        device=engine_config.device,
-        dtype=ft.dtype,
-    )
+    cfg = FlashTalkConfig(**_settings(ft, _SAMPLING | _GEOMETRY), device=engine_config.device, dtype=ft.dtype)
     if ft.world_size != 1:
         _select_rank_device()  # before loading: every rank loads onto its own GPU
     drift = getattr(engine_config, "drift", None)
@@ -120,10 +113,13 @@ def _build_tiny(engine_config: Any) -> FlashTalkEngine:
     device = (engine_config.device or "cpu").strip().lower()
     if device != "cpu" and device != "auto":
         log.warning("engine.flashtalk.preset=%s runs on the CPU; ignoring engine.device=%s", TINY_PRESET, device)
-    cfg = FlashTalkConfig(
-        sampling_steps=ft.steps, shift=ft.shift, color_correction_strength=ft.color_correction, fps=ft.fps
-    )
+    cfg = FlashTalkConfig(**_settings(ft, _SAMPLING))  # the preset's geometry replaces the rest
     return build_tiny_engine(cfg, seed=0, drift=getattr(engine_config, "drift", None))
+
+
+def _settings(ft: Any, fields: dict[str, str]) -> dict[str, Any]:
+    """``FlashTalkConfig`` keyword arguments read from the ``engine.flashtalk`` settings named in ``fields``."""
+    return {field: getattr(ft, setting) for field, setting in fields.items()}
 
 
 def _transformer(dit: nn.Module) -> nn.Module:

@@ -186,6 +186,17 @@ def _rms(x: torch.Tensor) -> float:
     return float(x.float().pow(2).mean().sqrt())
 
 
+def _one_video(video: torch.Tensor) -> torch.Tensor:
+    """``[1,3,T,H,W]`` or ``[3,T,H,W]`` -> ``[3,T,H,W]``; ValueError for a batch or another shape."""
+    if video.dim() == 5:
+        if video.shape[0] != 1:
+            raise ValueError(f"one video at a time, got batch {video.shape[0]}")
+        video = video[0]
+    if video.dim() != 4 or video.shape[0] != 3:
+        raise ValueError(f"expected a video [1,3,T,H,W] or [3,T,H,W] in [-1, 1], got {list(video.shape)}")
+    return video
+
+
 def _as_images(video: torch.Tensor | np.ndarray) -> torch.Tensor:
     """Frames as float32 ``[N, 3, H, W]`` in [0, 1] from a video ``[1,3,T,H,W]`` / ``[3,T,H,W]`` in [-1, 1]
     or uint8 frames ``(T, H, W, 3)`` / an image ``(H, W, 3)``."""
@@ -194,12 +205,7 @@ def _as_images(video: torch.Tensor | np.ndarray) -> torch.Tensor:
             raise ValueError(f"uint8 frames must be (T, H, W, 3) or (H, W, 3), got {video.dtype} {video.shape}")
         frames = torch.from_numpy(np.ascontiguousarray(video.reshape(-1, *video.shape[-3:])))
         return frames.permute(0, 3, 1, 2).float() / 255.0
-    if video.dim() == 5:
-        if video.shape[0] != 1:
-            raise ValueError(f"one video at a time, got batch {video.shape[0]}")
-        video = video[0]
-    if video.dim() != 4 or video.shape[0] != 3:
-        raise ValueError(f"expected a video [1,3,T,H,W] or [3,T,H,W] in [-1, 1], got {list(video.shape)}")
+    video = _one_video(video)
     return ((video.transpose(0, 1).float() + 1.0) / 2.0).clamp_(0.0, 1.0)
 
 
@@ -209,12 +215,7 @@ def _small_images(video: torch.Tensor | np.ndarray, max_frames: int, max_side: i
     if isinstance(video, np.ndarray):
         frames = video if video.ndim == 4 else video[None]
         return _downscale(_as_images(frames[_pick(frames.shape[0], max_frames)]), max_side)
-    if video.dim() == 5:
-        if video.shape[0] != 1:
-            raise ValueError(f"one video at a time, got batch {video.shape[0]}")
-        video = video[0]
-    if video.dim() != 4 or video.shape[0] != 3:
-        raise ValueError(f"expected a video [1,3,T,H,W] or [3,T,H,W] in [-1, 1], got {list(video.shape)}")
+    video = _one_video(video)
     small = [_downscale(video[:, i].float()[None], max_side) for i in _pick(video.shape[1], max_frames)]
     return ((torch.cat(small) + 1.0) / 2.0).clamp_(0.0, 1.0)
 

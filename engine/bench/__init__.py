@@ -8,7 +8,10 @@ the streaming engine at a chosen configuration, with random weights (no checkpoi
 * :mod:`engine.bench.report` -- summary, table and JSON (device, date, git commit, config);
 * :mod:`engine.bench.reference` -- the comparison against the released code path from a local checkout;
 * :mod:`engine.bench.cli` -- the argument parser shared by ``soulx-live bench``, ``benchmarks/engine_14b.py``
-  and ``python -m engine.bench`` (what torchrun runs for ``--world-size > 1``).
+  and ``python -m engine.bench`` (what torchrun runs for ``--world-size > 1``);
+* :mod:`engine.bench.models` / :mod:`engine.bench.widths` -- the random-weight models and their widths.
+
+Imports: only ``engine``, the standard library and third-party packages; never ``soulx_live`` or ``plugins``.
 """
 from __future__ import annotations
 

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from engine.bench.cli import CHILD_ENV
+from engine.parallel.ranks import torchrun_rank
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -28,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     except BenchConfigError as exc:
         parser.error(str(exc))
     report = execute(cfg)
-    if int(os.environ.get("RANK", "0")) == 0:
+    if torchrun_rank()[0] == 0:
         write_json(report, args.out)
         if not os.environ.get(CHILD_ENV):  # a launching parent prints the table itself
             sys.stderr.write(format_table(report) + "\n")

@@ -40,6 +40,8 @@ from pathlib import Path
 from types import ModuleType, SimpleNamespace
 from typing import Any
 
+from engine.parallel.ranks import torchrun_rank  # torch-free, like this module's top level
+
 __all__ = [
     "REQUIRED_FILES",
     "ReferenceCheckoutError",
@@ -432,7 +434,7 @@ def main(argv: list[str] | None = None) -> int:
     except (BenchConfigError, ReferenceCheckoutError) as exc:
         sys.stderr.write(f"error: {exc}\n")
         return 2
-    if int(os.environ.get("RANK", "0")) == 0:
+    if torchrun_rank()[0] == 0:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(result, indent=2) + "\n")
     return 0

@@ -205,8 +205,8 @@ def _qk_norm(dim: int, eps: float, enabled: bool) -> nn.Module:
     return RMSNorm(dim, eps) if enabled else nn.Identity()
 
 
-class SelfAttention(nn.Module):
-    """Self-attention with full-width q/k RMSNorm and 3-axis RoPE. Keys ``q k v o norm_q norm_k``."""
+class _AttentionProjections(nn.Module):
+    """The projections both attentions start from: keys ``q k v o norm_q norm_k``, in the release's order."""
 
     def __init__(self, cfg: DiTConfig) -> None:
         super().__init__()
@@ -217,6 +217,13 @@ class SelfAttention(nn.Module):
         self.o = nn.Linear(cfg.dim, cfg.dim)
         self.norm_q = _qk_norm(cfg.dim, cfg.eps, cfg.qk_norm)
         self.norm_k = _qk_norm(cfg.dim, cfg.eps, cfg.qk_norm)
+
+
+class SelfAttention(_AttentionProjections):
+    """Self-attention with full-width q/k RMSNorm and 3-axis RoPE. Keys ``q k v o norm_q norm_k``."""
+
+    def __init__(self, cfg: DiTConfig) -> None:
+        super().__init__(cfg)
         # Not state: the kernel over ``[B, L, H, D]``; None = the attention facade (sequence parallelism swaps it).
         self.attention_fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor] | None = None
 
@@ -228,21 +235,14 @@ class SelfAttention(nn.Module):
         return self.o((self.attention_fn or attention)(q, k, v).flatten(2))
 
 
-class TextImageCrossAttention(nn.Module):
+class TextImageCrossAttention(_AttentionProjections):
     """Cross-attention to the text and the CLIP image tokens, summed before one output projection.
 
     Keys ``q k v o k_img v_img norm_q norm_k norm_k_img``. No key mask: zero-padded text rows take part.
     """
 
     def __init__(self, cfg: DiTConfig) -> None:
-        super().__init__()
-        self.num_heads, self.head_dim = cfg.num_heads, cfg.head_dim
-        self.q = nn.Linear(cfg.dim, cfg.dim)
-        self.k = nn.Linear(cfg.dim, cfg.dim)
-        self.v = nn.Linear(cfg.dim, cfg.dim)
-        self.o = nn.Linear(cfg.dim, cfg.dim)
-        self.norm_q = _qk_norm(cfg.dim, cfg.eps, cfg.qk_norm)
-        self.norm_k = _qk_norm(cfg.dim, cfg.eps, cfg.qk_norm)
+        super().__init__(cfg)
         self.k_img = nn.Linear(cfg.dim, cfg.dim)
         self.v_img = nn.Linear(cfg.dim, cfg.dim)
         self.norm_k_img = _qk_norm(cfg.dim, cfg.eps, cfg.qk_norm)

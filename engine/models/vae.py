@@ -390,6 +390,30 @@ def _run(blocks: nn.Sequential, x: torch.Tensor, cache: CausalConvCache | None) 
     return x
 
 
+def _middle(width: int, dropout: float) -> nn.Sequential:
+    """The bottleneck both towers share: residual, attention, residual (keys ``middle.0-2``)."""
+    return nn.Sequential(ResidualBlock(width, width, dropout), AttentionBlock(width), ResidualBlock(width, width, dropout))
+
+
+def _head(width: int, out_channels: int) -> nn.Sequential:
+    """Norm, SiLU, 3x3x3 causal conv (keys ``head.0``, ``head.2``)."""
+    return nn.Sequential(RMSNorm(width, 3), nn.SiLU(), CausalConv3d(width, out_channels, 3, padding=1))
+
+
+def _run_tower(rows: RowSplit | None, rows_per_latent: int, x: torch.Tensor, cache: CausalConvCache,
+               conv1: nn.Module, stages: tuple[nn.Sequential, ...], head: nn.Sequential) -> torch.Tensor:
+    """An encoder's or decoder's forward: ``conv1``, the stages, the head; with ``rows`` set, this rank runs
+    its band of rows (whole latent rows) and the bands are gathered at the end."""
+    if rows is not None:
+        x = rows.split(x, rows_per_latent)
+    x = conv1(x, cache)
+    for stage in stages:
+        x = _run(stage, x, cache)
+    norm, act, conv = head
+    x = conv(act(norm(x)), cache)
+    return x if rows is None else rows.gather(x)
+
+
 class Encoder3d(nn.Module):
     """Pixels ``[B, 3, T, H, W]`` -> ``[B, out_channels, T', H/8, W/8]`` (one chunk at a time)."""
 
@@ -413,22 +437,15 @@ class Encoder3d(nn.Module):
         self.downsamples = nn.Sequential(*blocks)
 
         width = dims[-1]
-        self.middle = nn.Sequential(
-            ResidualBlock(width, width, cfg.dropout), AttentionBlock(width), ResidualBlock(width, width, cfg.dropout)
-        )
-        self.head = nn.Sequential(RMSNorm(width, 3), nn.SiLU(), CausalConv3d(width, out_channels, 3, padding=1))
+        self.middle = _middle(width, cfg.dropout)
+        self.head = _head(width, out_channels)
         self.spatial_factor = cfg.spatial_factor
         self.rows: RowSplit | None = None
 
     def forward(self, x: torch.Tensor, cache: CausalConvCache) -> torch.Tensor:
-        if self.rows is not None:  # each rank encodes its band of pixel rows (whole latent rows)
-            x = self.rows.split(x, self.spatial_factor)
-        x = self.conv1(x, cache)
-        x = _run(self.downsamples, x, cache)
-        x = _run(self.middle, x, cache)
-        norm, act, conv = self.head
-        x = conv(act(norm(x)), cache)
-        return x if self.rows is None else self.rows.gather(x)
+        # A band of pixel rows is whole latent rows: spatial_factor pixel rows per latent row.
+        return _run_tower(self.rows, self.spatial_factor, x, cache, self.conv1, (self.downsamples, self.middle),
+                          self.head)
 
 
 class Decoder3d(nn.Module):
@@ -439,11 +456,7 @@ class Decoder3d(nn.Module):
         mults = cfg.dim_mult
         dims = [cfg.dim * m for m in (mults[-1], *mults[::-1])]
         self.conv1 = CausalConv3d(cfg.z_dim, dims[0], 3, padding=1)
-        self.middle = nn.Sequential(
-            ResidualBlock(dims[0], dims[0], cfg.dropout),
-            AttentionBlock(dims[0]),
-            ResidualBlock(dims[0], dims[0], cfg.dropout),
-        )
+        self.middle = _middle(dims[0], cfg.dropout)
 
         blocks: list[nn.Module] = []
         scale = 1.0 / 2 ** (len(mults) - 2)
@@ -461,19 +474,11 @@ class Decoder3d(nn.Module):
                 scale *= 2.0
         self.upsamples = nn.Sequential(*blocks)
 
-        width = dims[-1]
-        self.head = nn.Sequential(RMSNorm(width, 3), nn.SiLU(), CausalConv3d(width, 3, 3, padding=1))
+        self.head = _head(dims[-1], 3)
         self.rows: RowSplit | None = None
 
     def forward(self, x: torch.Tensor, cache: CausalConvCache) -> torch.Tensor:
-        if self.rows is not None:  # each rank decodes its band of latent rows
-            x = self.rows.split(x, 1)
-        x = self.conv1(x, cache)
-        x = _run(self.middle, x, cache)
-        x = _run(self.upsamples, x, cache)
-        norm, act, conv = self.head
-        x = conv(act(norm(x)), cache)
-        return x if self.rows is None else self.rows.gather(x)
+        return _run_tower(self.rows, 1, x, cache, self.conv1, (self.middle, self.upsamples), self.head)
 
 
 class WanVAE(nn.Module):
