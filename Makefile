@@ -21,6 +21,7 @@ demo: install
 	$(VENV)/bin/soulx-live demo
 
 test: install
+	$(VENV)/bin/lint-imports --no-cache
 	$(PY) -m pytest -q
 
 clean:

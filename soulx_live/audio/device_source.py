@@ -29,30 +29,11 @@ import numpy as np
 
 from engine.extras import require
 from plugins.portaudio import rescan_portaudio
+from soulx_live.audio.resample import Resampler
 
 __all__ = ["DeviceSource", "open_live_source"]
 
 log = logging.getLogger(__name__)
-
-
-class _Resampler:
-    """Stateful any-rate mono float32 -> ``out_rate`` mono float32 (libswresample via PyAV)."""
-
-    def __init__(self, in_rate: int, out_rate: int) -> None:
-        import av
-
-        self._av = av
-        self.in_rate = in_rate
-        self.out_rate = out_rate
-        self._r = av.AudioResampler(format="flt", layout="mono", rate=out_rate) if in_rate != out_rate else None
-
-    def __call__(self, mono: np.ndarray) -> np.ndarray:
-        if self._r is None or mono.size == 0:
-            return mono
-        frame = self._av.AudioFrame.from_ndarray(mono.reshape(1, -1), format="flt", layout="mono")
-        frame.sample_rate = self.in_rate
-        parts = [f.to_ndarray().reshape(-1) for f in self._r.resample(frame)]
-        return np.concatenate(parts) if parts else np.zeros(0, np.float32)
 
 
 class DeviceSource:
@@ -191,7 +172,7 @@ class DeviceSource:
         except queue.Full:
             self.dropped_buffers += 1
 
-    def _open(self) -> _Resampler | None:
+    def _open(self) -> Resampler | None:
         """Open and start the stream; return its resampler, or ``None`` (logged at debug) on failure."""
         sd = self.sd
         os.environ.update(self.env)  # e.g. PULSE_SOURCE, read by ALSA's pulse plugin at open
@@ -210,7 +191,7 @@ class DeviceSource:
         # Built *before* the stream starts: a GIL stall while it runs (a first ``import av`` or scipy
         # takes ~0.5 s) blocks the PortAudio callback and leaves a standing backlog in the ALSA
         # buffer, i.e. permanent extra latency (measured 0.55 s instead of 12-27 ms).
-        resampler = _Resampler(rate, self.sample_rate)
+        resampler = Resampler(rate, self.sample_rate)
         while not self._queue.empty():
             self._queue.get_nowait()
         try:

@@ -13,7 +13,7 @@ from soulx_live.errors import DaemonError
 from engine.extras import MissingExtraError
 
 if TYPE_CHECKING:
-    from soulx_live.audio.script_source import ScriptSource
+    from soulx_live.tts.script_source import ScriptSource
 
 __all__ = ["AudioSource", "build_source", "default_speech_path"]
 
@@ -59,7 +59,7 @@ def _script_source(config: SoulxConfig, block_samples: int) -> ScriptSource:
     if config.tts.script is None:
         raise DaemonError("audio.source=script needs tts.script (--set tts.script=lines.txt)")
     try:
-        from soulx_live.audio.script_source import ScriptSource
+        from soulx_live.tts.script_source import ScriptSource
         from soulx_live.tts import build_tts
     except ImportError as exc:
         raise DaemonError(f"audio.source=script is not available in this build: {exc}") from exc

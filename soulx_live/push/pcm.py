@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from soulx_live.audio.device_source import _Resampler
+from soulx_live.audio.resample import resample
 
 __all__ = ["FORMATS", "MAX_RATE", "MIN_RATE", "PcmError", "PcmSpec", "byte_cap", "decode_pcm", "parse_wav"]
 
@@ -74,16 +74,6 @@ def decode_pcm(data: bytes | memoryview, spec: PcmSpec, *, out_rate: int, max_pa
     else:
         mono = (samples.astype(np.float32) / 32768.0).mean(axis=1, dtype=np.float32)
     return resample(np.ascontiguousarray(mono, dtype=np.float32), spec.sample_rate, out_rate)
-
-
-def resample(mono: np.ndarray, in_rate: int, out_rate: int) -> np.ndarray:
-    """One whole packet through libswresample, flushed, so no tail is held back for the next packet."""
-    if in_rate == out_rate:
-        return mono
-    r = _Resampler(in_rate, out_rate)
-    parts = [r(mono)]
-    parts += [f.to_ndarray().reshape(-1) for f in r._r.resample(None)]  # flush the filter's delay line
-    return np.concatenate(parts).astype(np.float32, copy=False)
 
 
 def parse_wav(data: bytes | memoryview) -> tuple[PcmSpec, memoryview]:

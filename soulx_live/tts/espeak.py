@@ -82,7 +82,7 @@ class EspeakSynthesizer:
         if not text.strip():
             raise TtsError("nothing to say: the text is empty")
         pcm, native, phonemes = self._synth_native(text, voice or self.voice)
-        from soulx_live.push.pcm import resample
+        from soulx_live.audio.resample import resample
 
         speech = resample(pcm, native, self.sample_rate) if native != self.sample_rate else pcm
         return Utterance(text=text, pcm=speech.astype(np.float32, copy=False), sample_rate=self.sample_rate,

@@ -36,7 +36,7 @@ class PiperSynthesizer:
         parts = [np.asarray(chunk.audio_float_array, dtype=np.float32).reshape(-1) for chunk in self._voice.synthesize(text)]
         pcm = np.concatenate(parts) if parts else np.zeros(0, np.float32)
         native = int(self._voice.config.sample_rate)
-        from soulx_live.push.pcm import resample
+        from soulx_live.audio.resample import resample
 
         speech = np.clip(resample(pcm, native, self.sample_rate), -1.0, 1.0)  # the resampler may overshoot full scale
         return Utterance(text=text, pcm=speech, sample_rate=self.sample_rate)
