@@ -10,4 +10,7 @@ Two transports share one request core (:mod:`soulx_live.push.core`):
 
 Every request carries the push token (``push.token``, else generated at start into
 ``<runtime_dir>/push.token``, mode 0600). The token itself is never logged.
+
+May import :mod:`soulx_live.audio`, :mod:`soulx_live.tts`, ``soulx_live.config`` and ``soulx_live.runtime_dir``;
+the daemon reaches it through :mod:`soulx_live.live.push_host` and :mod:`soulx_live.push_bridge`, never the reverse.
 """

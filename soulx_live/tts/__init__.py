@@ -1,4 +1,6 @@
-"""Offline text-to-speech: espeak-ng out of the box (with phoneme timings), Piper from a local voice file."""
+"""Offline text-to-speech: espeak-ng out of the box (with phoneme timings), Piper from a local voice file, and
+timed scripts spoken as an audio source (:mod:`.script_source`). May import :mod:`soulx_live.audio` and
+``soulx_live.config``; never the daemon or the push API."""
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
