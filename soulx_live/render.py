@@ -9,16 +9,15 @@ from __future__ import annotations
 import math
 import sys
 import time
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import TextIO
 
-from engine.interface import AvatarEngine, SessionRequest
+from engine.interface import AvatarEngine
 from plugins.recorder import RecorderSink, RecordingStats
 from soulx_live.audio.file import AudioFileError, decode_audio_file
 from soulx_live.config import SoulxConfig
-from soulx_live.factory.engine import build_engine, load_avatar
+from soulx_live.factory.engine import build_engine, load_avatar, session_request
 
 __all__ = ["Progress", "render"]
 
@@ -93,9 +92,8 @@ def render(
     engine = engine_factory(config)
     spec = engine.spec
     pcm = decode_audio_file(audio_path, spec.sample_rate)
-    session = engine.start_session(
-        SessionRequest(session_id=uuid.uuid4().hex[:12], avatar=avatar, prompt=config.engine.prompt, seed=config.engine.seed)
-    )
+    # Offline: no play-out deadline, so a drifting FlashTalk chunk is always generated again.
+    session = engine.start_session(session_request(config, avatar, realtime=False))
     per_chunk = spec.samples_per_chunk
     n_chunks = max(1, math.ceil(pcm.shape[0] / per_chunk))
     sink = RecorderSink(out_path)

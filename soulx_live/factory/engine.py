@@ -6,18 +6,19 @@ inside :func:`build_engine`, not at module import.
 """
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from engine.interface import AvatarEngine
+from engine.interface import AvatarEngine, SessionRequest
 from soulx_live.config import SoulxConfig
 from soulx_live.errors import DaemonError
 from engine.extras import require
 
-__all__ = ["build_engine", "load_avatar"]
+__all__ = ["build_engine", "load_avatar", "session_request"]
 
 
 def load_avatar(path: Path | None) -> np.ndarray | None:
@@ -33,6 +34,14 @@ def load_avatar(path: Path | None) -> np.ndarray | None:
         raise DaemonError(f"avatar image not found: {path}") from None
     except (UnidentifiedImageError, OSError) as exc:
         raise DaemonError(f"cannot read avatar image {path}: {exc}") from exc
+
+
+def session_request(config: SoulxConfig, avatar: np.ndarray | None, *, realtime: bool) -> SessionRequest:
+    """What a session starts from: the portrait, ``engine.prompt`` and ``engine.seed``, and whether it runs in
+    real time (``extra["realtime"]``: offline, a drifting chunk is always generated again; live, only when the
+    second attempt fits the chunk's play-out time)."""
+    return SessionRequest(session_id=uuid.uuid4().hex[:12], avatar=avatar, prompt=config.engine.prompt,
+                          seed=config.engine.seed, extra={"realtime": realtime})
 
 
 def build_engine(config: SoulxConfig) -> AvatarEngine:

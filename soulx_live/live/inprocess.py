@@ -9,15 +9,14 @@ from __future__ import annotations
 
 import logging
 import time
-import uuid
 from collections.abc import Callable
 
 import numpy as np
 
-from engine.interface import AvatarEngine, AvatarSession, ChunkSpec, SessionRequest
+from engine.interface import AvatarEngine, AvatarSession, ChunkSpec
 from soulx_live.bus import FramePublisher
 from soulx_live.config import SoulxConfig
-from soulx_live.factory.engine import load_avatar
+from soulx_live.factory.engine import load_avatar, session_request
 from soulx_live.live.driver import POLL_S, DriverBase, EngineView, Phonemes, RunParts
 from soulx_live.live.fanout import SUBSCRIBER_WAIT_S
 from soulx_live.live.intake import AudioIntake, clean_pcm
@@ -67,9 +66,8 @@ class InProcessDriver(DriverBase):
         engine = self._engine_factory(config)
         spec = parts.session.spec = engine.spec
         intake = self.open_intake(spec)
-        session_id = uuid.uuid4().hex[:12]
-        session = engine.start_session(SessionRequest(session_id=session_id, avatar=load_avatar(config.engine.avatar),
-                                                      prompt=config.engine.prompt, seed=config.engine.seed))
+        request = session_request(config, load_avatar(config.engine.avatar), realtime=intake.source.realtime)
+        session, session_id = engine.start_session(request), request.session_id
         address = endpoint("frames", config.bus)
         publisher = FramePublisher(address, hwm_chunks=config.bus.hwm_chunks)
         try:
