@@ -46,6 +46,7 @@ from engine.drift import (
 )
 from engine.interface import ChunkSpec, FrameChunk, SessionRequest, mono_pcm
 from engine.loading.layout import VAE_CHECKPOINT, find_wav2vec
+from engine.parallel.decide import rank0_decides
 from engine.postprocess import match_and_blend_colors, to_uint8_frames
 from engine.prepare import VideoVAE, fit_reference, prepare_reference, reference_pixels
 from engine.sampler import (
@@ -314,23 +315,32 @@ class FlashTalkSession:
         if self.monitor is None or drift is None:
             return after, video
         report = self.monitor.check(video, after.motion_latent, before.motion_latent)
-        if not report.drifted:
+        elapsed = time.perf_counter() - start
+        chunk_s = self.spec.frames_per_chunk / float(self.spec.fps)
+        # In a multi-GPU group every rank must take the same branch: regenerating runs the DiT (and the parallel
+        # VAE) again, full of collectives the other ranks would never join. The deadline reads this rank's wall
+        # clock and the verdict rests on float metrics, so rank 0 decides and the group follows (one tiny
+        # broadcast per chunk; nothing in a single process). Deciding "deterministically" from shared data
+        # would still need rank 0's clock, i.e. the same broadcast.
+        drifted, regenerate = rank0_decides(
+            (report.drifted, report.drifted and bool(drift.regenerate) and self.deadline.allows(elapsed, chunk_s))
+        )
+        if not drifted:
             self.stats.drift = report
             return after, video
         blend = float(drift.reanchor_blend)
-        elapsed = time.perf_counter() - start
-        chunk_s = self.spec.frames_per_chunk / float(self.spec.fps)
         emitted, final_state, final_video, final_report = "original", after.re_anchor(blend), video, report
-        regenerate = bool(drift.regenerate) and self.deadline.allows(elapsed, chunk_s)
         retry: DriftReport | None = None
         if regenerate:
             anchored = before.re_anchor(blend)
             state2, video2 = stream_step(self.engine.models, anchored, audio_emb, self.engine.cfg)
             retry = self.monitor.check(video2, state2.motion_latent, anchored.motion_latent)
             self.stats.regenerated += 1
-            if retry.badness <= report.badness:
+            # which attempt goes on, and whether it is re-anchored, sets the next chunk's context: rank 0's call
+            better, retry_drifted = rank0_decides((retry.badness <= report.badness, retry.drifted))
+            if better:
                 emitted, final_video, final_report = "regenerated", video2, retry
-                final_state = state2.re_anchor(blend) if retry.drifted else state2
+                final_state = state2.re_anchor(blend) if retry_drifted else state2
         elif drift.regenerate:
             self.stats.regenerate_skipped += 1
         self.stats.corrections += 1
