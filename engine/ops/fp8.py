@@ -13,6 +13,10 @@ replaces those ``nn.Linear`` layers:
 
 Everything else (embeddings, the float32 time/head layers, norms, the audio layers, attention itself) stays in
 its precision. The error against bf16 is measured on the golden bundle by ``benchmarks/fp8_error.py``.
+
+The float32 emulation is for the CPU (tests, error measurement). On a CUDA device without FP8 tensor cores it would
+run silently on every forward at a fraction of the bf16 speed, so :func:`require_fp8_gemms` refuses that device at
+start and names the fix; the weight-only FP8 storage (:mod:`engine.ops.fp8_weights`) is what such GPUs can use.
 """
 from __future__ import annotations
 
@@ -22,7 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["FP8_MAX", "Fp8Linear", "fp8_supported", "quantize_dit_fp8", "quantize_rows"]
+__all__ = ["FP8_MAX", "Fp8Linear", "Fp8UnsupportedError", "cuda_capability", "fp8_supported", "quantize_dit_fp8",
+           "quantize_rows", "require_fp8_gemms"]
 
 log = logging.getLogger(__name__)
 
@@ -33,9 +38,39 @@ BLOCK_LINEARS = ("self_attn.q", "self_attn.k", "self_attn.v", "self_attn.o", "cr
                  "ffn.0", "ffn.2")
 
 
+#: The first compute capability with FP8 tensor cores (Ada Lovelace; Hopper is 9.0).
+FP8_MIN_CAPABILITY = (8, 9)
+
+
+class Fp8UnsupportedError(RuntimeError):
+    """FP8 GEMMs were asked for on a device that would only emulate them; the message names the fix."""
+
+
+def cuda_capability(device: torch.device) -> tuple[int, int]:
+    """The CUDA compute capability of ``device`` (its own function so tests can stand in for a GPU)."""
+    return torch.cuda.get_device_capability(device)
+
+
 def fp8_supported(device: torch.device) -> bool:
     """Whether ``device`` has FP8 tensor cores for ``torch._scaled_mm`` (Ada/Hopper and later)."""
-    return device.type == "cuda" and torch.cuda.get_device_capability(device) >= (8, 9)
+    return device.type == "cuda" and cuda_capability(device) >= FP8_MIN_CAPABILITY
+
+
+def require_fp8_gemms(device: torch.device | str) -> None:
+    """Raise :class:`Fp8UnsupportedError` for a CUDA device without FP8 tensor cores (compute capability < 8.9).
+
+    The CPU passes: there the float32 emulation is the intended path (tests and error measurements).
+    """
+    device = torch.device(device)
+    if device.type != "cuda" or fp8_supported(device):
+        return
+    major, minor = cuda_capability(device)
+    raise Fp8UnsupportedError(
+        f"FP8 GEMMs need FP8 tensor cores (compute capability >= {FP8_MIN_CAPABILITY[0]}.{FP8_MIN_CAPABILITY[1]}: "
+        f"Ada, Hopper or later); {device} has {major}.{minor} and would fall back to a slow float32 emulation on "
+        "every forward. Set engine.flashtalk.fp8=false (bench: drop --fp8); to halve the DiT's memory on this GPU "
+        "keep the weights in FP8 instead: engine.flashtalk.fp8_weights=true (bench: --fp8-weights)"
+    )
 
 
 def quantize_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
