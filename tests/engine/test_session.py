@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from golden_support import golden_models
 
 from engine.audio_encoder import AudioEncoder, StreamingAudioWindow
 from engine.config import (
@@ -71,9 +72,7 @@ class StubConditioning:
 
 @pytest.fixture(scope="module")
 def engine() -> FlashTalkEngine:
-    golden = Path(__file__).resolve().parents[2].parent / "shared" / "golden" / "models"
-    if not (golden / "dit" / "config.json").is_file():
-        pytest.skip(f"golden models not found at {golden}")
+    golden = golden_models()
     from engine.loading.dit import load_dit
     from engine.loading.vae import load_vae
 
@@ -328,9 +327,7 @@ def test_config_validation_and_device_policy() -> None:
 
 def test_from_folder_and_the_daemon_entry_point(tmp_path: Path) -> None:
     """A weights folder in the released layout (tiny files) loads through ``build_engine``."""
-    golden = Path(__file__).resolve().parents[2].parent / "shared" / "golden" / "models"
-    if not (golden / "dit" / "config.json").is_file():
-        pytest.skip(f"golden models not found at {golden}")
+    golden = golden_models()
     from engine.build import build_engine
     from soulx_live.config import EngineConfig
     from soulx_live.config import FlashTalkConfig as FlashTalkSettings
