@@ -10,10 +10,10 @@ so the engine never imports the daemon) and:
 4. applies the speed levers (FP8, compiled blocks) after the split, so collectives stay outside compiled graphs.
 
 Steps 1, 3 and 4 are one code path for both presets, so the tiny group (tests/daemon/test_worker_group.py) runs
-what the 14B group runs: the group join, Ulysses x Ring degrees and the ``sp_backend`` choice. The one part it
-cannot exercise is the parallel VAE: the tiny preset's VAE is :class:`~engine.tiny.TinyPatchVAE` (per-patch and
-linear, no neighbouring rows to exchange), not a ``WanVAE``, so :func:`parallelize_engine` leaves it whole; the
-row-split VAE is tested against the whole-frame one in tests/engine/test_parallel_vae.py.
+what the 14B group runs: the group join, Ulysses x Ring degrees and the ``sp_backend`` choice. The parallel VAE
+needs a ``WanVAE``: the tiny preset's default :class:`~engine.tiny.TinyPatchVAE` (per-patch and linear, no
+neighbouring rows to exchange) is left whole, while ``engine.flashtalk.tiny_vae: wan`` gives it a tiny random
+``WanVAE`` that the group splits into row bands like the 14B model's (the worker-group test runs that way).
 """
 from __future__ import annotations
 
@@ -60,16 +60,17 @@ def build_engine(engine_config: Any) -> FlashTalkEngine:
 
 
 def build_tiny_engine(
-    cfg: FlashTalkConfig | None = None, *, seed: int = 0, drift: DriftThresholds | None = None
+    cfg: FlashTalkConfig | None = None, *, seed: int = 0, drift: DriftThresholds | None = None, vae: str = "patch"
 ) -> FlashTalkEngine:
-    """A :class:`~engine.flashtalk.FlashTalkEngine` on the tiny-random stack (CPU, fp32, no files)."""
+    """A :class:`~engine.flashtalk.FlashTalkEngine` on the tiny-random stack (CPU, fp32, no files); ``vae``:
+    ``patch`` or ``wan`` (:func:`engine.tiny.tiny_vae`)."""
     cfg = tiny_config(cfg)
-    parts = tiny_components(cfg, seed)
+    parts = tiny_components(cfg, seed, vae=vae)
     engine = FlashTalkEngine.from_components(parts.dit, parts.vae, parts.audio, parts.conditioning, cfg, drift=drift)
     engine.name = "flashtalk-tiny-random"
     log.info(
-        "flashtalk tiny-random preset: %dx%d, %d frames per chunk (%d new), %d steps, seed %d, CPU fp32, no weights",
-        cfg.height, cfg.width, cfg.frame_num, cfg.frames_per_chunk, cfg.sampling_steps, seed,
+        "flashtalk tiny-random preset: %dx%d, %d frames per chunk (%d new), %d steps, seed %d, %s VAE, CPU fp32, "
+        "no weights", cfg.height, cfg.width, cfg.frame_num, cfg.frames_per_chunk, cfg.sampling_steps, seed, vae,
     )
     return engine
 
@@ -114,7 +115,8 @@ def _build_tiny(engine_config: Any) -> FlashTalkEngine:
     if device != "cpu" and device != "auto":
         log.warning("engine.flashtalk.preset=%s runs on the CPU; ignoring engine.device=%s", TINY_PRESET, device)
     cfg = FlashTalkConfig(**_settings(ft, _SAMPLING))  # the preset's geometry replaces the rest
-    return build_tiny_engine(cfg, seed=0, drift=getattr(engine_config, "drift", None))
+    return build_tiny_engine(cfg, seed=0, drift=getattr(engine_config, "drift", None),
+                             vae=getattr(ft, "tiny_vae", "patch"))
 
 
 def _settings(ft: Any, fields: dict[str, str]) -> dict[str, Any]:

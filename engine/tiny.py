@@ -15,7 +15,10 @@ stand-ins for the three models, built here without importing the loop:
 * **VAE** (:class:`TinyPatchVAE`): a linear 8x8-patch autoencoder onto 16 orthonormal low-frequency
   colour/luminance DCT components under a seeded random rotation; time compressed 4x (latent 0 = frame 0,
   latent k = frame 4k, decoded by linear interpolation). ``encode(decode(z)) == z`` up to clamping, so the
-  motion loop is stable without trained weights.
+  motion loop is stable without trained weights. With ``vae="wan"`` (``engine.flashtalk.tiny_vae: wan``) the
+  VAE is instead the real :class:`~engine.models.vae.WanVAE` at width 8 with seeded random weights (the golden
+  ``vae_dim8`` shape): pictures are noise-like, but a worker group splits it into row bands like the 14B
+  model's (``engine.parallel.vae``), so the group tests exercise the parallel VAE.
 * **Audio**: the real :class:`~engine.audio_encoder.AudioEncoder` over a seeded random 2-layer wav2vec2
   (hidden 32), widened to the DiT's fixed 12 x 768 input by a fixed random projection (:class:`WidthAdapter`).
 * **Text / CLIP**: fixed seeded tensors (:class:`TinyConditioning`).
@@ -36,11 +39,14 @@ from torch import nn
 
 from engine.config import FlashTalkConfig
 from engine.models.transformer import CrossContext, DiTConfig, WanAudioTransformer
+from engine.models.vae import VAEConfig, WanVAE
 
 __all__ = [
     "TINY_DIT",
     "TINY_GEOMETRY",
     "TINY_PRESET",
+    "TINY_VAES",
+    "TINY_WAN_VAE",
     "TinyComponents",
     "TinyConditioning",
     "TinyDenoiser",
@@ -48,6 +54,7 @@ __all__ = [
     "WidthAdapter",
     "tiny_components",
     "tiny_config",
+    "tiny_vae",
     "tiny_wav2vec2",
 ]
 
@@ -61,6 +68,10 @@ TINY_GEOMETRY: dict[str, int | float] = {
     "motion_frames": 5,
     "audio_buffer_s": 2.0,
 }
+#: ``engine.flashtalk.tiny_vae``: the preset's VAE (``patch``: :class:`TinyPatchVAE`; ``wan``: a tiny random WanVAE).
+TINY_VAES = ("patch", "wan")
+#: The golden bundle's tiny VAE width (``vae_dim8``), for ``tiny_vae: wan``.
+TINY_WAN_VAE = VAEConfig(dim=8)
 #: The golden bundle's tiny DiT shape (random weights here).
 TINY_DIT = DiTConfig(
     dim=32, ffn_dim=64, num_heads=2, num_layers=2, text_len=16, intermediate_dim=4, output_dim=16, context_tokens=4
@@ -261,14 +272,23 @@ class TinyComponents:
     """The preset's four stand-ins, ready for ``FlashTalkEngine.from_components`` (see the module docstring)."""
 
     dit: TinyDenoiser
-    vae: TinyPatchVAE
+    vae: TinyPatchVAE | WanVAE
     audio: WidthAdapter
     conditioning: TinyConditioning
 
 
-def tiny_components(cfg: FlashTalkConfig, seed: int = 0) -> TinyComponents:
+def tiny_vae(kind: str = "patch", seed: int = 3) -> TinyPatchVAE | WanVAE:
+    """The preset's VAE: ``patch`` (:class:`TinyPatchVAE`) or ``wan`` (seeded random :data:`TINY_WAN_VAE`)."""
+    if kind == "patch":
+        return TinyPatchVAE(seed)
+    if kind == "wan":
+        return _seeded(seed, lambda: WanVAE(TINY_WAN_VAE)).eval().requires_grad_(False)  # type: ignore[return-value]
+    raise ValueError(f"engine.flashtalk.tiny_vae must be one of {', '.join(TINY_VAES)}, got {kind!r}")
+
+
+def tiny_components(cfg: FlashTalkConfig, seed: int = 0, *, vae: str = "patch") -> TinyComponents:
     """Seeded tiny models for ``cfg`` (already through :func:`tiny_config`): each part has its own seed offset,
-    so adding a part never changes another part's weights."""
+    so adding a part never changes another part's weights. ``vae``: see :func:`tiny_vae`."""
     from engine.audio_encoder import AudioEncoder
 
     transformer = _seeded(seed, lambda: WanAudioTransformer(TINY_DIT))
@@ -276,4 +296,4 @@ def tiny_components(cfg: FlashTalkConfig, seed: int = 0) -> TinyComponents:
     audio = WidthAdapter(
         AudioEncoder(tiny_wav2vec2(seed + 1), sample_rate=cfg.sample_rate, fps=cfg.fps), seed=seed + 2
     )
-    return TinyComponents(dit, TinyPatchVAE(seed + 3), audio, TinyConditioning(seed + 4))
+    return TinyComponents(dit, tiny_vae(vae, seed + 3), audio, TinyConditioning(seed + 4))

@@ -106,6 +106,7 @@ class FlashTalkConfig(_Section):
     sp_backend: Literal["auto", "native", "xfuser"] = "auto"  # auto: xfuser when it imports on CUDA
     attention: Literal["auto", "sdpa", "flash", "math"] = "auto"  # the attention kernel (auto: probed once)
     preset: Literal["14b", "tiny-random"] = "14b"
+    tiny_vae: Literal["patch", "wan"] = "patch"  # tiny-random only; wan: a tiny random WanVAE (a group splits it)
 
     @model_validator(mode="after")
     def _frames_fit(self) -> FlashTalkConfig:
