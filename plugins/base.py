@@ -50,6 +50,13 @@ class InterruptibleSink(FrameSink, Protocol):
         """Drop buffered chunks of epochs below ``epoch``: queued audio stops now, video holds its last frame."""
 
 
+def av_offset(sink: FrameSink) -> float | None:
+    """The sink's presented video time minus audio time for the same content, in seconds (positive: the picture
+    is late), from its optional ``av_offset_s()``; None when the sink cannot tell or has presented nothing yet."""
+    method = getattr(sink, "av_offset_s", None)
+    return None if method is None else method()
+
+
 def interrupt_sink(sink: FrameSink, epoch: int) -> bool:
     """Call ``sink.interrupt(epoch)`` when the sink has it; True if it did."""
     method = getattr(sink, "interrupt", None)

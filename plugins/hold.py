@@ -46,7 +46,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from engine.interface import ChunkSpec, FrameChunk
-from plugins.base import FrameSink, interrupt_sink
+from plugins.base import FrameSink, av_offset, interrupt_sink
 
 if TYPE_CHECKING:
     from plugins.lite_idle import LiteIdleAnimator
@@ -370,6 +370,9 @@ class HoldingSink:
         if self.filler is not None:  # before open() there is nothing scheduled yet
             self.filler.interrupt(epoch, self._clock())
         interrupt_sink(self.inner, epoch)
+
+    def av_offset_s(self) -> float | None:
+        return av_offset(self.inner)
 
     def hold(self, reason: str) -> None:
         """Remember why the engine is away (named in the inner sink's ``hold`` when frames are held)."""

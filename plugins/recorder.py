@@ -126,6 +126,14 @@ class RecorderSink:
         if frames.shape[0]:
             self._encode(frames, audio)
 
+    def av_offset_s(self) -> float | None:
+        """Video minus audio time written to the file so far (held frames come with their silence, so it stays
+        within one frame unless a chunk's audio was cut or padded)."""
+        spec = self._spec
+        if spec is None or self._frames_out == 0:
+            return None
+        return self._frames_out / float(spec.fps) - self._samples_out / spec.sample_rate
+
     def hold(self, reason: str) -> None:
         # Nothing to do now: the gap is filled with the last frame when the next chunk arrives.
         log.info("%s: holding (%s)", self.name, reason)

@@ -105,6 +105,8 @@ class VirtualCamSink:
         self.shown_indices: list[int] = []  # engine index per camera frame, -1 for the slate (bounded)
         self.av_clock = av_clock  # shared with the virtual microphone: frames due by the audio timeline
         self._samples_per_frame = 0
+        self._spec_fps: Fraction | float = 25
+        self._av_offset_s: float | None = None
         self._epoch = 0
 
     # -- FrameSink -----------------------------------------------------------------------------
@@ -114,6 +116,7 @@ class VirtualCamSink:
             raise SinkError(f"{self.name}: already open")
         pyvirtualcam = require("pyvirtualcam", "vcam", "the virtual camera sink")
         self._samples_per_frame = spec.samples_per_frame
+        self._spec_fps = spec.fps
         self._slate = make_slate(self.fitter)
         self._camera = self._open_camera(pyvirtualcam)
         self._pacer = MediaClockPacer(spec.fps, Fraction(self.cfg.fps), latency_ticks=self._latency,
@@ -195,6 +198,11 @@ class VirtualCamSink:
         """The pyvirtualcam ``Camera`` while open (None otherwise)."""
         return self._camera
 
+    def av_offset_s(self) -> float | None:
+        """The frame shown at the latest tick minus the sound due then (by the shared A/V clock, or the camera's own
+        media clock without a microphone), in seconds; None before the first frame."""
+        return self._av_offset_s
+
     def step(self) -> int:
         """Wait for the next camera tick, send the frame due then, return the tick number."""
         clock, pacer, camera = self._tick_clock, self._pacer, self._camera
@@ -202,14 +210,19 @@ class VirtualCamSink:
             raise SinkError(f"{self.name}: step() before open() or after close()")
         tick = clock.wait_next()
         with self._lock:
+            spf = self._samples_per_frame
             if self.av_clock is None:
                 due = pacer.frame_for_tick(tick)
+                ideal = pacer.source_index(tick)  # the frame this tick's instant stands for on the media clock
+                sample = None if ideal is None else ideal * spf + spf // 2
             else:  # the shared clock decides which frame is due, so the microphone and the camera agree
                 # the frame nearest to this tick's instant (not the one that started before it): camera ticks
                 # (30 fps) and engine frames (25 fps) do not line up, and rounding halves the worst mismatch
                 sample = self.av_clock.sample_at(clock.deadline(tick))
-                spf = self._samples_per_frame
                 due = pacer.frame_for_index(None if sample is None else (sample + spf // 2) // spf)
+            if due is not None and sample is not None and spf:
+                # the sound playing now is at `sample`; the picture shows frame due[0] (its centre): how late it is
+                self._av_offset_s = (sample - (due[0] * spf + spf // 2)) / (spf * float(self._spec_fps))
         frame = self._fitted(due)
         try:
             camera.send(frame)

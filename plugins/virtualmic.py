@@ -137,6 +137,7 @@ class VirtualMicSink:
         self._epoch = 0
         self._clock_offset: float | None = None  # wall clock minus PortAudio stream time
         self.samples_written = 0
+        self._av_offset_s: float | None = None
         self.jumps = 0
         self.sample_rate = 16000
 
@@ -177,6 +178,11 @@ class VirtualMicSink:
         with self._lock:
             self._epoch = max(self._epoch, epoch)
             self._queue.clear()
+
+    def av_offset_s(self) -> float | None:
+        """Video minus audio: how far the played sound trails (negative) or leads the clock the camera follows,
+        at the latest device buffer; None before the first one."""
+        return self._av_offset_s
 
     def hold(self, reason: str) -> None:
         log.info("%s: engine away (%s); the microphone plays silence", self.name, reason)
@@ -227,4 +233,6 @@ class VirtualMicSink:
                 start = due
             out[:, 0] = self._queue.take(start, start + frames)
             self._next = start + frames
+            # the clock (which the camera follows) wants `due` at the DAC; `start` plays: the picture's lead
+            self._av_offset_s = (start - due) / self.sample_rate
         self.samples_written += frames

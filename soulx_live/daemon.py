@@ -137,6 +137,8 @@ class Daemon:
             intake = self.driver.intake
             if intake is not None:
                 shared.timeline_skip += intake.clear()
+            if shared.onsets is not None:
+                shared.onsets.clear()
             with shared.epoch_lock:
                 epoch = self.driver.next_epoch()
                 shared.epoch = max(shared.epoch, epoch)

@@ -21,7 +21,7 @@ import numpy as np
 
 from engine.interface import ChunkSpec
 from soulx_live.config import SoulxConfig
-from soulx_live.protocol import EngineState
+from soulx_live.protocol import EngineState, Heartbeat
 
 __all__ = ["WorkerEngine"]
 
@@ -40,7 +40,7 @@ class WorkerEngine:
 
     def __init__(self, config: SoulxConfig, *, subscribers: int, on_state: StateListener | None = None,
                  health_checks: Sequence[Callable[[int], str | None]] = (),
-                 on_chunk_time: Callable[[float, int], None] | None = None) -> None:
+                 on_progress: Callable[[Heartbeat], None] | None = None) -> None:
         from soulx_live.supervisor import EngineClient, Supervisor, WorkerLaunch
 
         self.config = config
@@ -54,8 +54,8 @@ class WorkerEngine:
                                      "sample_rate": config.audio.sample_rate}
         if health_checks:
             kwargs["health_checks"] = tuple(health_checks)
-        if on_chunk_time is not None:
-            kwargs["on_progress"] = lambda beat: on_chunk_time(beat.last_step_ms / 1000.0, beat.cuda_mem_mb)
+        if on_progress is not None:
+            kwargs["on_progress"] = on_progress  # each heartbeat that reports new chunks
         self.supervisor = Supervisor(config.supervisor, launch, **kwargs)  # type: ignore[arg-type]
 
     # -- lifecycle -------------------------------------------------------------------------------

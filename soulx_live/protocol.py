@@ -173,6 +173,10 @@ class Heartbeat(_Msg):
     last_step_ms: float = 0.0
     queue_depth: int = 0
     cuda_mem_mb: int = 0
+    # drift self-corrections of this worker's session so far (FlashTalk): chunks generated again, and chunks
+    # only re-anchored (no time for a second attempt)
+    regenerated: int = 0
+    re_anchored: int = 0
 
 
 class StartSession(_Msg):

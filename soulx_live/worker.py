@@ -61,6 +61,7 @@ from engine.interface import (
 from soulx_live import protocol as p
 from soulx_live.bus import FramePublisher
 from soulx_live.config import SoulxConfig
+from soulx_live.corrections import correction_counts
 
 __all__ = [
     "EXIT_CONFIG",
@@ -361,8 +362,10 @@ class EngineWorker:
         # look-ahead) is not work, or a speaker's pause would look like a stall to the supervisor.
         ready = self._session.chunks_ready() if self._session is not None else 0
         depth = ready + self._staged_samples // self.spec.samples_per_chunk
+        regenerated, re_anchored = correction_counts(getattr(self._session, "stats", None))
         self._send(p.Heartbeat(mono_ns=time.monotonic_ns(), chunks_done=self.chunks_done,
-                               last_step_ms=self._last_step_ms, queue_depth=depth, cuda_mem_mb=_cuda_mem_mb()))
+                               last_step_ms=self._last_step_ms, queue_depth=depth, cuda_mem_mb=_cuda_mem_mb(),
+                               regenerated=regenerated, re_anchored=re_anchored))
         self._last_heartbeat = time.monotonic()
 
     def _send(self, msg: p.Message) -> None:

@@ -62,6 +62,7 @@ class FeedStats:
     frames_dropped: int = 0  # queued frames skipped (queue too long, no reader, interrupt)
     frames_trimmed: int = 0  # quiet frames skipped to remove a standing backlog (latency)
     last_send_wall: float = 0.0
+    av_offset_s: float | None = None  # end of the latest muxed frame minus the end of its audio, seconds
 
 
 class _SocketWriter:
@@ -360,6 +361,7 @@ class FeedServer:
         for packet in audio.encode(af):  # type: ignore[attr-defined]
             container.mux(packet)  # type: ignore[attr-defined]
         self.stats.frames_sent += 1
+        self.stats.av_offset_s = (n + 1) / float(self.fps) - (af.pts + pcm.shape[0]) / self.sample_rate
         self.stats.last_send_wall = time.time()
         if self.on_frame_sent is not None:
             self.on_frame_sent(n, rgb)

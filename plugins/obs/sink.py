@@ -100,6 +100,10 @@ class ObsSink:
 
     # -- speech events ---------------------------------------------------------------------------
 
+    def av_offset_s(self) -> float | None:
+        """Video minus audio time in the feed OBS reads (None before the first muxed frame)."""
+        return self.feed.stats.av_offset_s if self.feed is not None else None
+
     def on_speech(self, speaking: bool) -> None:
         """Switch to ``speaking_scene`` / ``idle_scene`` when configured (applied by the binder thread)."""
         scene = self.cfg.speaking_scene if speaking else self.cfg.idle_scene

@@ -12,7 +12,7 @@ import threading
 import time
 
 from engine.interface import FrameChunk
-from plugins.base import FrameSink, SinkError
+from plugins.base import FrameSink, SinkError, av_offset
 from soulx_live.bus import EndOfStream, FrameSubscriber
 from soulx_live.live.lifecycle import Lifecycle
 from soulx_live.live.metrics_hub import MetricsHub
@@ -30,6 +30,7 @@ END_QUIET_S = 3.0  # after the engine finished, a sink that heard nothing this l
 TICK_S = 0.005  # process isolation: how often a sink thread lets its HoldingSink emit due hold frames
 DRAINED_QUIET_S = 0.1  # after the worker drained, a sink whose queue stayed empty this long has everything
 HOLD_AFTER_PERIODS = 0.25  # a hold frame is due this many frame periods after a sink's content ran out
+AV_OFFSET_EVERY_S = 0.5  # how often each sink's A/V offset is read into the metrics
 SINK_PREFIX = "sink-"
 
 
@@ -126,6 +127,7 @@ class SinkFanout:
         written, last_frame, quiet_since = 0, -1, time.monotonic()
         epoch, note = 0, self.engine_note
         held_seen = gaps_seen = 0
+        offset_due = time.monotonic()
         while not self._lifecycle.closing:
             if session.epoch > epoch:  # barge-in: the sink drops what it buffered
                 epoch = session.epoch
@@ -142,6 +144,7 @@ class SinkFanout:
                 else:
                     out.write(item)
                     self._delivered(epoch)
+                    self._speech_reached(name, item.first_frame + item.num_frames)
                     written, last_frame, quiet_since = written + 1, item.first_frame + item.num_frames - 1, time.monotonic()
                     session.sink_progress[name] = last_frame
                     session.counters.sinks[name] = f"{written} chunks"
@@ -154,6 +157,9 @@ class SinkFanout:
             if hold:
                 held_seen = self._tick(name, out, epoch, held_seen)
             gaps_seen = self._count_gaps(name, subscriber, gaps_seen)
+            if time.monotonic() >= offset_due:
+                offset_due = time.monotonic() + AV_OFFSET_EVERY_S
+                self._read_av_offset(name, out)
 
     def _tick(self, name: str, out: FrameSink, epoch: int, held_seen: int) -> int:
         """Let the HoldingSink emit due hold frames; count them. Returns the held frames seen so far."""
@@ -175,6 +181,25 @@ class SinkFanout:
             self._metrics.observe("add_dropped_frames", name, (gaps - gaps_seen) * spec.frames_per_chunk)
             return gaps
         return gaps_seen
+
+    def _speech_reached(self, name: str, engine_frames_end: int) -> None:
+        """Silence -> speech latency of the onsets this sink has now written."""
+        session = self._session
+        onsets = session.onsets
+        if onsets is None or session.spec is None:
+            return
+        fed = session.fed_position(engine_frames_end)
+        for latency in onsets.reached(name, fed, time.monotonic(), max(1, len(self.sinks))):
+            self._metrics.observe("observe_speech_latency", latency)
+
+    def _read_av_offset(self, name: str, out: FrameSink) -> None:
+        try:
+            offset = av_offset(out)
+        except Exception:  # a sink's report is advisory: it never stops its feed
+            log.debug("%s: reading the A/V offset failed", name, exc_info=True)
+            return
+        if offset is not None:
+            self._metrics.observe("set_av_offset", name, offset)
 
     def _delivered(self, epoch: int) -> None:
         counters = self._session.counters

@@ -16,6 +16,7 @@ import numpy as np
 from engine.interface import AvatarEngine, AvatarSession, ChunkSpec
 from soulx_live.bus import FramePublisher
 from soulx_live.config import SoulxConfig
+from soulx_live.corrections import correction_counts
 from soulx_live.factory.engine import load_avatar, session_request
 from soulx_live.live.driver import POLL_S, DriverBase, EngineView, Phonemes, RunParts
 from soulx_live.live.fanout import SUBSCRIBER_WAIT_S
@@ -113,9 +114,10 @@ class InProcessDriver(DriverBase):
             with intake.lock:
                 pcm = intake.take()
             if pcm.shape[0]:
-                session.push_audio(clean_pcm(pcm, shared.counters))
-                pushed += int(pcm.shape[0])
-                shared.fed_samples += int(pcm.shape[0])
+                clean = clean_pcm(pcm, shared.counters)
+                session.push_audio(clean)
+                pushed += int(clean.shape[0])
+                shared.record_fed(clean, live=intake.source.realtime)
             # At the end, pad the last partial chunk with silence instead of leaving it unsaid.
             while not parts.lifecycle.closing and (session.chunks_ready() > 0 or (intake_over and pushed > consumed)):
                 consumed += self._publish_next(session, publisher, spec, intake)
@@ -130,6 +132,7 @@ class InProcessDriver(DriverBase):
         t_chunk = time.perf_counter()
         chunk = session.next_chunk()
         parts.metrics.observe("observe_chunk", time.perf_counter() - t_chunk, spec.chunk_duration_s)
+        parts.metrics.note_corrections(*correction_counts(getattr(session, "stats", None)))
         if not self.source_is_live(intake.source):
             parts.fanout.wait_for_progress(chunk.first_frame - parts.config.bus.hwm_chunks * spec.frames_per_chunk)
         if not publisher.publish(chunk, spec, epoch=self._applied_epoch):

@@ -11,6 +11,7 @@ import time
 from typing import Any
 
 from soulx_live.config import MetricsConfig
+from soulx_live.corrections import CorrectionTally
 
 __all__ = ["MetricsHub"]
 
@@ -25,6 +26,7 @@ class MetricsHub:
         self.metrics: Any = None
         self._first_frame_seen = False
         self._bargein_seen = 0  # newest epoch whose latency was observed
+        self._corrections = CorrectionTally()
 
     def start(self) -> None:
         cfg = self._config
@@ -61,6 +63,16 @@ class MetricsHub:
             getattr(metrics, method)(*args)
         except Exception:
             log.debug("metrics.%s failed", method, exc_info=True)
+
+    def note_corrections(self, regenerated: int, re_anchored: int) -> None:
+        """The engine session's correction totals (after a chunk, or from a worker heartbeat): count the new ones."""
+        for kind, n in self._corrections.new(regenerated, re_anchored).items():
+            log.info("drift self-correction: %d chunk(s) %s", n, kind.replace("_", "-"))
+            for _ in range(n):
+                self.observe("add_correction", kind)
+
+    def engine_restarted(self) -> None:
+        self._corrections.restart()
 
     def observe_delivery(self, sink_epoch: int, started_mono: float, interrupt_mono: float) -> None:
         """A sink got frames: time to first frame (once) and barge-in latency (once per epoch)."""

@@ -10,7 +10,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from engine.interface import ChunkSpec
+from soulx_live.live.speech_latency import SpeechOnsets
 
 __all__ = ["Counters", "LiveSession"]
 
@@ -50,6 +53,8 @@ class LiveSession:
         # became frames (in-process resets after a barge-in)
         self.fed_samples = 0
         self.timeline_skip = 0
+        self.engine_dropped = 0  # worker: samples its client dropped while it restarted (supervised driver)
+        self.onsets: SpeechOnsets | None = None  # speech onsets on the fed timeline, once the spec is known
         # per sink (its thread): last frame written (sets the pace of non-live input) and frames written,
         # held ones included (how far the sink has played the timeline)
         self.sink_progress: dict[str, int] = {}
@@ -61,8 +66,21 @@ class LiveSession:
         self.drained_mono: float | None = None  # worker: it has published its last chunk
 
     def set_spec(self, spec: ChunkSpec) -> None:
+        self.onsets = SpeechOnsets(spec.sample_rate, spec.samples_per_frame)
         self.spec = spec
         self._spec_ready.set()
+
+    def record_fed(self, pcm: np.ndarray, *, live: bool) -> None:
+        """``pcm`` went to the engine (engine thread): the fed timeline advances, speech onsets are noted."""
+        if self.onsets is not None:
+            self.onsets.feed(pcm, self.fed_samples, time.monotonic(), live=live)
+        self.fed_samples += int(pcm.shape[0])
+
+    def fed_position(self, engine_frames_end: int) -> int:
+        """The fed-timeline sample where engine frame ``engine_frames_end`` starts."""
+        spec = self.spec
+        assert spec is not None
+        return engine_frames_end * spec.samples_per_frame + self.timeline_skip + self.engine_dropped
 
     def await_spec(self, cancelled: Callable[[], bool]) -> ChunkSpec | None:
         """The spec once the engine is up; None when ``cancelled()`` turns true first."""

@@ -19,6 +19,7 @@ from soulx_live.live.driver import POLL_S, DriverBase, EngineView, Phonemes, Run
 from soulx_live.live.intake import AudioIntake, clean_pcm
 from soulx_live.live.lifecycle import Phase
 from soulx_live.live_engine import WorkerEngine
+from soulx_live.protocol import Heartbeat
 
 __all__ = ["SupervisedDriver", "restart_reason"]
 
@@ -88,7 +89,7 @@ class SupervisedDriver(DriverBase):
         load_avatar(config.engine.avatar)  # a bad path fails here, with the same message as in-process
         parts.fanout.sinks = parts.sink_factory(config)
         worker = WorkerEngine(config, subscribers=len(parts.fanout.sinks), on_state=self._on_engine_state,
-                              health_checks=[self._memory_check()], on_chunk_time=self._on_chunk_time)
+                              health_checks=[self._memory_check()], on_progress=self._on_progress)
         parts.fanout.start(worker.frames_address, hold=True)
         try:
             log.info("starting the %s engine in a worker process", config.engine.kind)
@@ -127,8 +128,10 @@ class SupervisedDriver(DriverBase):
             with intake.lock:
                 pcm = intake.take()
                 if pcm.shape[0]:
-                    worker.push_audio(clean_pcm(pcm, parts.session.counters))
-                    parts.session.fed_samples += int(pcm.shape[0])
+                    clean = clean_pcm(pcm, parts.session.counters)
+                    worker.push_audio(clean)
+                    parts.session.record_fed(clean, live=intake.source.realtime)
+            parts.session.engine_dropped = worker.dropped_samples
             self.after_feed(intake, worker.dropped_samples)
             if worker.state == "failed":
                 raise DaemonError(f"the engine worker failed and is not restarted: {worker.detail}")
@@ -157,17 +160,19 @@ class SupervisedDriver(DriverBase):
         self.parts.fanout.engine_note = (state, detail)
         if state == "restarting":
             self.parts.metrics.observe("add_restart", restart_reason(detail))
+            self.parts.metrics.engine_restarted()
             self.parts.lifecycle.advance(Phase.RESTARTING)
             log.warning("engine worker restarting (%s); the sinks hold the picture meanwhile", detail)
         elif state == "running" and self.parts.lifecycle.phase is Phase.RESTARTING:
             self.parts.lifecycle.advance(Phase.RUNNING)
 
-    def _on_chunk_time(self, compute_s: float, gpu_mb: int = 0) -> None:
-        """The worker's compute time of its latest chunk and its GPU memory (heartbeat)."""
-        self._engine_gpu_mb = gpu_mb
+    def _on_progress(self, beat: Heartbeat) -> None:
+        """A heartbeat after new chunks: the latest chunk's compute time, GPU memory and drift corrections."""
+        self._engine_gpu_mb = beat.cuda_mem_mb
         spec = self.parts.session.spec
         if spec is not None:
-            self.parts.metrics.observe("observe_chunk", compute_s, spec.chunk_duration_s)
+            self.parts.metrics.observe("observe_chunk", beat.last_step_ms / 1000.0, spec.chunk_duration_s)
+        self.parts.metrics.note_corrections(beat.regenerated, beat.re_anchored)
 
     def _memory_check(self) -> Callable[[int], str | None]:
         """Worker health check: the memory watermark (``supervisor.memory_limit_mb``) and leak trend."""

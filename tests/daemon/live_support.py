@@ -70,6 +70,10 @@ class ProbeSink:
     def interrupt(self, epoch: int) -> None:
         self.interrupts.append(epoch)
 
+    def av_offset_s(self) -> float | None:
+        """The inner recorder's A/V offset (a probe only watches; it does not present anything itself)."""
+        return self.inner.av_offset_s() if self.inner is not None else None
+
     def close(self) -> None:
         self.closed = True
         if self.inner is not None:
