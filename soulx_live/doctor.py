@@ -207,10 +207,16 @@ def check_obs(enabled: bool, host: str, port: int, timeout_s: float = 2.0) -> Ch
 
 
 def check_espeak() -> Check:
-    path = shutil.which("espeak-ng")
-    if path is None:
-        return Check("espeak-ng", None, "not found (optional offline TTS for tests and demos)", "sudo apt install espeak-ng")
-    return Check("espeak-ng", True, path)
+    """The espeak-ng the default TTS speaks with: the wheel's or the system's, its version and files."""
+    from soulx_live.tts.base import TtsError
+    from soulx_live.tts.espeak import espeak_in_use
+
+    try:
+        detail = espeak_in_use()
+    except TtsError as exc:
+        return Check("espeak-ng (default TTS)", False, str(exc),
+                     "pip install espeakng-loader (or sudo apt install espeak-ng)")
+    return Check("espeak-ng (default TTS)", True, detail)
 
 
 # -- weights ---------------------------------------------------------------------------------------

@@ -2,20 +2,21 @@
 
 Why the library and not the ``espeak-ng`` program: only the C API reports phoneme timings (the CLI's ``--pho``
 needs an mbrola voice), and it is ~10x faster (no process start). The library is process-global and not
-thread-safe, so one lock serialises every call; it is initialised once, on first use.
+thread-safe, so one lock serialises every call; it is initialised once, on first use. Which library (the
+``espeakng-loader`` wheel's or the system's) is decided by :mod:`soulx_live.tts.espeak_library`.
 """
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import logging
 import threading
 
 import numpy as np
 
 from soulx_live.tts.base import PhonemeSpan, TtsError, Utterance
+from soulx_live.tts.espeak_library import INSTALL_HINT, EspeakLibrary, find_espeak_library
 
-__all__ = ["EspeakSynthesizer"]
+__all__ = ["EspeakSynthesizer", "espeak_in_use"]
 
 log = logging.getLogger(__name__)
 
@@ -28,8 +29,6 @@ _EVENT_PHONEME = 7
 _POS_CHARACTER = 1
 _CHARS_UTF8 = 1
 _RATE = 1  # espeakRATE
-_INSTALL_HINT = ("install espeak-ng: `sudo apt install espeak-ng` (Debian/Ubuntu), `brew install espeak-ng` (macOS), "
-                 "or the espeak-ng installer on Windows (github.com/espeak-ng/espeak-ng/releases)")
 
 
 class _EventId(ctypes.Union):
@@ -46,25 +45,49 @@ _CALLBACK = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctype
 _lock = threading.Lock()
 _lib: ctypes.CDLL | None = None
 _native_rate = 0
+_in_use = ""  # "espeak-ng 1.52.0 (data ...) from wheel espeakng-loader 0.2.4 /.../libespeak-ng.so" once loaded
+
+
+def _load(found: EspeakLibrary) -> tuple[ctypes.CDLL, int, str]:
+    """Open and initialise ``found``; returns the library, its native sample rate and its version and data folder."""
+    try:
+        lib = ctypes.CDLL(found.library)
+    except OSError as exc:
+        raise TtsError(f"the espeak-ng library is not installed ({exc}); {INSTALL_HINT}") from None
+    lib.espeak_Initialize.restype = ctypes.c_int
+    lib.espeak_Initialize.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_int]
+    lib.espeak_Info.restype = ctypes.c_char_p
+    lib.espeak_Info.argtypes = [ctypes.POINTER(ctypes.c_char_p)]
+    lib.espeak_Synth.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_uint, ctypes.c_int, ctypes.c_uint,
+                                 ctypes.c_uint, ctypes.POINTER(ctypes.c_uint), ctypes.c_void_p]
+    data = found.data_dir.encode() if found.data_dir else None
+    rate = lib.espeak_Initialize(_AUDIO_OUTPUT_SYNCHRONOUS, 0, data,
+                                 _INIT_PHONEME_EVENTS | _INIT_PHONEME_IPA | _INIT_DONT_EXIT)
+    if rate <= 0:
+        raise TtsError(f"espeak-ng ({found.describe()}) did not initialise (its data files are missing?); "
+                       f"{INSTALL_HINT}")
+    data_path = ctypes.c_char_p()
+    version = (lib.espeak_Info(ctypes.byref(data_path)) or b"?").decode("utf-8", "replace")
+    # The data folder the library actually opened (the system one may come from ESPEAK_DATA_PATH).
+    where = (data_path.value or b"?").decode("utf-8", "replace")
+    return lib, rate, f"{version} (data {where})"
 
 
 def _library() -> tuple[ctypes.CDLL, int]:
-    global _lib, _native_rate
+    global _lib, _native_rate, _in_use
     if _lib is None:
-        name = ctypes.util.find_library("espeak-ng") or "libespeak-ng.so.1"
-        try:
-            lib = ctypes.CDLL(name)
-        except OSError as exc:
-            raise TtsError(f"the espeak-ng library is not installed ({exc}); {_INSTALL_HINT}") from None
-        lib.espeak_Initialize.restype = ctypes.c_int
-        lib.espeak_Synth.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_uint, ctypes.c_int, ctypes.c_uint,
-                                     ctypes.c_uint, ctypes.POINTER(ctypes.c_uint), ctypes.c_void_p]
-        rate = lib.espeak_Initialize(_AUDIO_OUTPUT_SYNCHRONOUS, 0, None,
-                                     _INIT_PHONEME_EVENTS | _INIT_PHONEME_IPA | _INIT_DONT_EXIT)
-        if rate <= 0:
-            raise TtsError(f"espeak-ng did not initialise (its data files are missing?); {_INSTALL_HINT}")
-        _lib, _native_rate = lib, rate
+        found = find_espeak_library()
+        lib, rate, version = _load(found)
+        _lib, _native_rate, _in_use = lib, rate, f"espeak-ng {version} from {found.describe()}"
+        log.info("using %s", _in_use)
     return _lib, _native_rate
+
+
+def espeak_in_use() -> str:
+    """Which espeak-ng this process speaks with (loads it on first call); raises :class:`TtsError` if none."""
+    with _lock:
+        _library()
+    return _in_use
 
 
 class EspeakSynthesizer:
@@ -76,7 +99,7 @@ class EspeakSynthesizer:
         self.voice = voice
         self.rate_wpm = rate_wpm
         self.sample_rate = sample_rate
-        _library()  # fail now, with the install hint, rather than at the first line
+        espeak_in_use()  # fail now, with the install hint, rather than at the first line
 
     def synthesize(self, text: str, voice: str | None = None) -> Utterance:
         if not text.strip():
