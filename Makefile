@@ -6,8 +6,15 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 EXTRAS ?= engine,vcam,obs,http,tts,audio,test
+# What pip cannot install: PulseAudio + PortAudio (audio tests), the system espeak-ng (its fallback path; the
+# default TTS uses the espeakng-loader wheel), OBS Studio under Xvfb. Debian/Ubuntu names, used by .ci/run too.
+SYSTEM_PACKAGES := libportaudio2 pulseaudio pulseaudio-utils libasound2-plugins espeak-ng obs-studio xvfb
+# A missing prerequisite of a system group fails instead of skipping (tests/conftest.py); CUDA only where
+# nvidia-smi sees a GPU, since no package can provide one.
+REQUIRE_FLAGS := REQUIRE_PULSEAUDIO=1 REQUIRE_OBS=1 REQUIRE_ESPEAK=1 \
+	$(shell nvidia-smi -L >/dev/null 2>&1 && echo REQUIRE_CUDA=1)
 
-.PHONY: demo test install clean
+.PHONY: demo test test-system system-packages install clean
 
 $(VENV)/.installed-$(EXTRAS): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +30,19 @@ demo: install
 test: install
 	$(VENV)/bin/lint-imports --no-cache
 	$(PY) -m pytest -q
+
+# Installs SYSTEM_PACKAGES with apt-get when run as root; otherwise says what to install.
+system-packages:
+	@missing="$$(for p in $(SYSTEM_PACKAGES); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'ok installed' || echo $$p; done)"; \
+	if [ -z "$$missing" ]; then echo "system packages: all installed"; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	else echo "system packages missing (run as root to install): apt-get install" $$missing; fi
+
+# The system groups only (tests marked system(...) or gpu), each with its REQUIRE_* flag on.
+test-system: install system-packages
+	$(REQUIRE_FLAGS) $(PY) -m pytest -q -m "system or gpu"
 
 clean:
 	rm -rf $(VENV) out

@@ -1,6 +1,21 @@
-"""Shared fixtures: locations of the shared reference material beside the checkout."""
+"""Shared fixtures (the reference material beside the checkout) and the system test groups.
+
+System groups are tests that need what pip cannot install: a PulseAudio server, OBS Studio under Xvfb, the
+system espeak-ng library, a CUDA GPU. A test joins one with ``@pytest.mark.system("obs")`` (``@pytest.mark.gpu``
+means the ``cuda`` group). Each group has one prerequisite probe, checked here before the test's own skip marks:
+missing, the test skips with the reason, or FAILS when the group's ``REQUIRE_*`` flag is ``1`` (CI and
+``make test-system``), so a broken CI image cannot pass by skipping. The run ends with one short summary of
+the groups not exercised and the command that enables them.
+"""
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import functools
+import os
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -25,3 +40,112 @@ def golden_dir() -> Path:
     if not (GOLDEN / "compare.py").is_file():
         pytest.skip(f"golden bundle not found at {GOLDEN}")
     return GOLDEN
+
+
+# -- system groups -------------------------------------------------------------------------------------------
+
+ENABLE_COMMAND = "sudo make test-system"
+
+
+def _missing_tools(tools: tuple[str, ...], packages: str) -> str | None:
+    absent = [t for t in tools if shutil.which(t) is None]
+    return f"{', '.join(absent)} not installed (apt-get install {packages})" if absent else None
+
+
+def _pulseaudio_missing() -> str | None:
+    missing = _missing_tools(("pulseaudio", "pactl", "pacat"), "pulseaudio pulseaudio-utils")
+    if missing:
+        return missing
+    try:
+        import sounddevice  # noqa: F401 - needs the PortAudio system library on Linux
+    except ImportError:
+        return 'sounddevice not installed (pip install -e ".[audio]")'
+    except OSError as exc:
+        return f"PortAudio library missing: {exc} (apt-get install libportaudio2)"
+    return None
+
+
+def _obs_missing() -> str | None:
+    return _missing_tools(("obs", "Xvfb"), "obs-studio xvfb")
+
+
+def _system_espeak_missing() -> str | None:
+    name = ctypes.util.find_library("espeak-ng") or "libespeak-ng.so.1"
+    try:
+        ctypes.CDLL(name)
+    except OSError:
+        return "the system libespeak-ng is not installed (apt-get install espeak-ng)"
+    return None
+
+
+def _cuda_missing() -> str | None:
+    import torch
+
+    if torch.version.cuda is None:
+        return "torch is a CPU build (no CUDA GPU usable)"
+    return None if torch.cuda.is_available() else "no CUDA GPU available"
+
+
+@dataclass(frozen=True)
+class SystemGroup:
+    name: str
+    flag: str  # REQUIRE_* environment variable: "1" turns a missing prerequisite into a failure
+    probe: Callable[[], str | None]  # None when the prerequisite is present, else why not
+
+    def required(self) -> bool:
+        return os.environ.get(self.flag) == "1"
+
+
+SYSTEM_GROUPS = {g.name: g for g in (
+    SystemGroup("pulseaudio", "REQUIRE_PULSEAUDIO", _pulseaudio_missing),
+    SystemGroup("obs", "REQUIRE_OBS", _obs_missing),
+    SystemGroup("espeak", "REQUIRE_ESPEAK", _system_espeak_missing),
+    SystemGroup("cuda", "REQUIRE_CUDA", _cuda_missing),
+)}
+_NOT_RUN = pytest.StashKey[dict[str, list[str]]]()
+
+
+@functools.cache
+def _why_missing(group: str) -> str | None:
+    """Probe once per run: the probes start no servers, but a few import heavy modules."""
+    return SYSTEM_GROUPS[group].probe()
+
+
+def _group_of(item: pytest.Item) -> str | None:
+    mark = item.get_closest_marker("system")
+    if mark is not None:
+        name = mark.args[0] if mark.args else ""
+        if name not in SYSTEM_GROUPS:
+            raise pytest.UsageError(f"{item.nodeid}: unknown system group {name!r} (one of {', '.join(SYSTEM_GROUPS)})")
+        return str(name)
+    return "cuda" if item.get_closest_marker("gpu") is not None else None
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.stash[_NOT_RUN] = {}
+
+
+@pytest.hookimpl(tryfirst=True)  # before the skipping plugin's skipif, which would otherwise hide a REQUIRE_* failure
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    group = _group_of(item)
+    if group is None:
+        return
+    why = _why_missing(group)
+    if why is None:
+        return
+    spec = SYSTEM_GROUPS[group]
+    if spec.required():
+        pytest.fail(f"[{group}] {why} ({spec.flag}=1)", pytrace=False)
+    item.config.stash[_NOT_RUN].setdefault(group, []).append(why)
+    pytest.skip(f"[{group}] {why}")
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, exitstatus: int, config: pytest.Config) -> None:
+    not_run = config.stash.get(_NOT_RUN, {})
+    if not not_run:
+        return
+    terminalreporter.section("not exercised: needs what pip cannot install", sep="-", bold=True)
+    for group, reasons in sorted(not_run.items()):
+        terminalreporter.line(f"{group}: {len(reasons)} test(s) skipped: {reasons[0]}")
+    terminalreporter.line(f"enable: {ENABLE_COMMAND}  (installs the Debian packages, then runs these groups with "
+                          f"{' '.join(g.flag + '=1' for g in SYSTEM_GROUPS.values())}; cuda needs an NVIDIA GPU)")

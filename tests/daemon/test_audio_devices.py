@@ -38,7 +38,7 @@ def _missing() -> str | None:
     return None
 
 
-pytestmark = [pytest.mark.skipif(_missing() is not None, reason=str(_missing()))]
+pytestmark = [pytest.mark.system("pulseaudio"), pytest.mark.skipif(_missing() is not None, reason=str(_missing()))]
 
 
 class PulseServer:

@@ -23,7 +23,7 @@ from plugins.obs.client import ObsConnection, ObsError
 from plugins.obs.sink import ObsSink
 from plugins.settings import ObsConfig
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = [pytest.mark.system("obs"), pytest.mark.timeout(60)]
 
 W, H = 160, 128
 

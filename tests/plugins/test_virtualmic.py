@@ -33,7 +33,8 @@ from plugins.av_clock import AvClock
 from plugins.settings import VirtualCamConfig, VirtualMicConfig
 from plugins.virtualmic import VirtualMicSink
 
-pytestmark = [pytest.mark.skipif(_missing() is not None, reason=str(_missing())), pytest.mark.timeout(60)]
+pytestmark = [pytest.mark.system("pulseaudio"), pytest.mark.skipif(_missing() is not None, reason=str(_missing())),
+              pytest.mark.timeout(60)]
 
 SR, FPS, N = 16000, 25, 5
 SPF = SR // FPS
