@@ -7,7 +7,8 @@ so the engine never imports the daemon) and:
 2. builds the single-process engine: the released 14B model from ``engine.weights_dir``, or the
    ``tiny-random`` preset (:mod:`engine.tiny`: seeded random tiny models, CPU, fp32, no files);
 3. with ``world_size > 1``, joins the torchrun group and splits the models across it (:func:`parallelize_engine`);
-4. applies the speed levers (FP8, compiled blocks) after the split, so collectives stay outside compiled graphs.
+4. applies the memory mode and speed levers (FP8 GEMMs, FP8 weight storage, block offload, compiled blocks)
+   after the split, so collectives stay outside compiled graphs (:func:`memory_mode`, :mod:`engine.memory`).
 
 Steps 1, 3 and 4 are one code path for both presets, so the tiny group (tests/daemon/test_worker_group.py) runs
 what the 14B group runs: the group join, Ulysses x Ring degrees and the ``sp_backend`` choice. The parallel VAE
@@ -28,6 +29,7 @@ from torch import nn
 from engine.config import FlashTalkConfig, FlashTalkConfigError
 from engine.drift import DriftThresholds
 from engine.flashtalk import FlashTalkEngine
+from engine.memory import MemoryMode
 from engine.tiny import TINY_PRESET, tiny_components, tiny_config
 
 __all__ = ["build_engine", "build_tiny_engine", "parallelize_engine"]
@@ -49,14 +51,33 @@ def build_engine(engine_config: Any) -> FlashTalkEngine:
     """
     ft = engine_config.flashtalk
     _select_attention(getattr(ft, "attention", "auto"))
-    if getattr(ft, "preset", "14b") == TINY_PRESET:
-        engine = _build_tiny(engine_config)
-    else:
-        engine = _build_14b(engine_config)
+    tiny = getattr(ft, "preset", "14b") == TINY_PRESET
+    mode = memory_mode(ft)  # settings errors before minutes of loading
+    if getattr(ft, "fp8", False):
+        _require_fp8_gemms("cpu" if tiny else engine_config.device)
+    engine = _build_tiny(engine_config) if tiny else _build_14b(engine_config, mode)
     if ft.world_size != 1:
         parallelize_engine(engine, ft)
-    _apply_speedups(engine.models.dit, ft)
+    _apply_speedups(engine, ft, mode)
     return engine
+
+
+def memory_mode(ft: Any) -> MemoryMode:
+    """``engine.flashtalk.memory`` (``resident`` | ``offload``) and ``fp8_weights``; the older ``cpu_offload: true``
+    means ``memory: offload``. Raises FlashTalkConfigError for a combination that cannot run."""
+    memory = getattr(ft, "memory", "resident")
+    if getattr(ft, "cpu_offload", False):
+        log.warning("engine.flashtalk.cpu_offload is the old name of engine.flashtalk.memory: offload; using offload")
+        memory = "offload"
+    if memory not in ("resident", "offload"):
+        raise FlashTalkConfigError(f"engine.flashtalk.memory must be resident or offload, got {memory!r}")
+    mode = MemoryMode(offload=memory == "offload", fp8_weights=bool(getattr(ft, "fp8_weights", False)))
+    if mode.offload and getattr(ft, "compile", False):
+        raise FlashTalkConfigError(
+            "engine.flashtalk.memory=offload swaps each block's weights in and out around its forward, which "
+            "torch.compile would trace: set engine.flashtalk.compile=false (or memory=resident)"
+        )
+    return mode
 
 
 def build_tiny_engine(
@@ -94,18 +115,47 @@ def parallelize_engine(engine: FlashTalkEngine, ft: Any) -> None:
         raise FlashTalkConfigError(str(exc)) from exc
 
 
-def _build_14b(engine_config: Any) -> FlashTalkEngine:
-    """The released model from ``engine.weights_dir`` on ``engine.device`` (this rank's GPU under torchrun)."""
+def _build_14b(engine_config: Any, mode: MemoryMode) -> FlashTalkEngine:
+    """The released model from ``engine.weights_dir`` on ``engine.device`` (this rank's GPU under torchrun); with
+    a memory mode or FP8 the DiT's blocks are loaded on the host and placed by :func:`_apply_speedups`."""
     ft = engine_config.flashtalk
-    if ft.cpu_offload:
-        raise FlashTalkConfigError("engine.flashtalk.cpu_offload is not supported in this build; set it to false")
     if engine_config.weights_dir is None:
         raise FlashTalkConfigError("engine.weights_dir is not set (--set engine.weights_dir=models/SoulX-FlashTalk-14B)")
     cfg = FlashTalkConfig(**_settings(ft, _SAMPLING | _GEOMETRY), device=engine_config.device, dtype=ft.dtype)
     if ft.world_size != 1:
         _select_rank_device()  # before loading: every rank loads onto its own GPU
     drift = getattr(engine_config, "drift", None)
-    return FlashTalkEngine.from_folder(Path(engine_config.weights_dir), cfg, drift=drift)
+    if mode.resident_bf16 and not getattr(ft, "fp8", False):
+        return FlashTalkEngine.from_folder(Path(engine_config.weights_dir), cfg, drift=drift)
+    return _from_folder_dit_on_host(Path(engine_config.weights_dir), cfg, drift)
+
+
+def _from_folder_dit_on_host(weights: Path, cfg: FlashTalkConfig, drift: Any) -> FlashTalkEngine:
+    """``FlashTalkEngine.from_folder`` with the DiT's blocks loaded into host memory: the memory modes and FP8 convert
+    and place them one block at a time (:func:`engine.placement.place_dit`), so the bf16 DiT (37.8 GB) never has
+    to fit on the GPU. Mirrors ``from_folder``'s component loading (which loads the DiT straight onto the device)."""
+    from engine.audio_encoder import AudioEncoder
+    from engine.conditioning import Conditioner
+    from engine.config import resolve_device, resolve_dtypes
+    from engine.loading.dit import load_dit
+    from engine.loading.layout import VAE_CHECKPOINT, find_wav2vec
+    from engine.loading.vae import load_vae
+
+    device, why = resolve_device(cfg.device)
+    log.info("FlashTalk device %s (%s); DiT blocks loaded on the host for placement", device, why)
+    dtypes = resolve_dtypes(device, cfg.dtype)
+    try:
+        w2v = find_wav2vec(weights)
+    except FileNotFoundError as exc:
+        raise FlashTalkConfigError(str(exc)) from exc
+    audio = AudioEncoder.from_folder(w2v, dtype=dtypes.audio, device=device, sample_rate=cfg.sample_rate, fps=cfg.fps)
+    vae = load_vae(weights / VAE_CHECKPOINT, dtype=dtypes.vae, device=device)
+    dit = load_dit(weights, dtype=dtypes.dit, device="cpu")
+    for name, child in dit.named_children():
+        if name != "blocks":  # the engine takes its device and dtype from the DiT's first parameter
+            child.to(device)
+    conditioning = Conditioner(weights, device=device, out_dtype=dtypes.conditioning)
+    return FlashTalkEngine.from_components(dit, vae, audio, conditioning, cfg, drift=drift)
 
 
 def _build_tiny(engine_config: Any) -> FlashTalkEngine:
@@ -129,18 +179,31 @@ def _transformer(dit: nn.Module) -> nn.Module:
     return getattr(dit, "transformer", dit)
 
 
-def _apply_speedups(dit: nn.Module, ft: Any) -> None:
-    """``engine.flashtalk.fp8`` then ``compile``: FP8 block GEMMs, compiled DiT blocks (after sequence parallelism
-    is installed, so its collectives stay outside the graphs)."""
-    transformer = _transformer(dit)
-    if getattr(ft, "fp8", False):
-        from engine.ops.fp8 import quantize_dit_fp8
+def _apply_speedups(engine: FlashTalkEngine, ft: Any, mode: MemoryMode) -> None:
+    """The memory mode and the speed levers, after sequence parallelism is installed (its collectives stay outside
+    compiled graphs): FP8 block GEMMs (``fp8``), FP8 weight storage (``fp8_weights``) and block offload
+    (``memory``), placed block by block (:func:`engine.placement.place_dit`); then compiled DiT blocks."""
+    transformer = _transformer(engine.models.dit)
+    fp8_gemms = bool(getattr(ft, "fp8", False))
+    if fp8_gemms or not mode.resident_bf16:
+        from engine.placement import place_dit
 
-        quantize_dit_fp8(transformer)
+        place_dit(transformer, engine.device, mode, fp8_gemms=fp8_gemms)
     if ft.compile:
         from engine.ops.compile import compile_dit_blocks
 
         compile_dit_blocks(transformer, getattr(ft, "compile_mode", "default"))
+
+
+def _require_fp8_gemms(device: str | None) -> None:
+    """``engine.flashtalk.fp8`` on a GPU without FP8 tensor cores would emulate every GEMM in float32: refuse."""
+    from engine.config import resolve_device
+    from engine.ops.fp8 import Fp8UnsupportedError, require_fp8_gemms
+
+    try:
+        require_fp8_gemms(resolve_device(device)[0])
+    except Fp8UnsupportedError as exc:
+        raise FlashTalkConfigError(str(exc)) from exc
 
 
 def _select_attention(name: str) -> None:

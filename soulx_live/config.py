@@ -97,7 +97,11 @@ class FlashTalkConfig(_Section):
     compile: bool = False
     compile_mode: Literal["default", "reduce-overhead", "max-autotune"] = "default"  # reduce-overhead: CUDA graphs
     fp8: bool = False  # e4m3 GEMMs in the DiT blocks (Ada/Hopper; error vs bf16: benchmarks/results/fp8_error_*.json)
-    cpu_offload: bool = False
+    # Memory modes (engine/memory.py): offload = DiT blocks in pinned host memory, streamed to the GPU one ahead;
+    # fp8_weights = DiT block weights stored e4m3 (half the memory, any GPU, bf16 maths). Both: 14B on 24 GB.
+    memory: Literal["resident", "offload"] = "resident"
+    fp8_weights: bool = False
+    cpu_offload: bool = False  # the old name of memory: offload (true = offload)
     world_size: int = Field(1, ge=1)
     nccl_timeout_s: float = Field(120.0, gt=0)
     ulysses_degree: int = Field(0, ge=0)  # 0: gcd(world_size, heads) as released

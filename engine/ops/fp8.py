@@ -26,8 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["FP8_MAX", "Fp8Linear", "Fp8UnsupportedError", "cuda_capability", "fp8_supported", "quantize_dit_fp8",
-           "quantize_rows", "require_fp8_gemms"]
+__all__ = ["FP8_MAX", "Fp8Linear", "Fp8UnsupportedError", "cuda_capability", "fp8_supported", "quantize_block_fp8",
+           "quantize_dit_fp8", "quantize_rows", "require_fp8_gemms"]
 
 log = logging.getLogger(__name__)
 
@@ -109,24 +109,29 @@ class Fp8Linear(nn.Module):
         return f"in_features={self.in_features}, out_features={self.out_features}, e4m3"
 
 
+def quantize_block_fp8(block: nn.Module) -> int:
+    """Replace the :data:`BLOCK_LINEARS` of one DiT block with :class:`Fp8Linear` (where the block is); how many."""
+    count = 0
+    for name in BLOCK_LINEARS:
+        parent_name, _, leaf = name.rpartition(".")
+        parent = block.get_submodule(parent_name)
+        layer = getattr(parent, leaf) if not leaf.isdigit() else parent[int(leaf)]
+        if not isinstance(layer, nn.Linear):
+            continue
+        fp8 = Fp8Linear(layer)
+        if leaf.isdigit():
+            parent[int(leaf)] = fp8
+        else:
+            setattr(parent, leaf, fp8)
+        count += 1
+    return count
+
+
 def quantize_dit_fp8(transformer: nn.Module) -> int:
     """Replace the big linear layers of every block of ``transformer`` with :class:`Fp8Linear`; returns how many.
 
     In place and one way (the bf16 weights of those layers are released): build a fresh model to go back.
     """
-    count = 0
-    for block in transformer.blocks:  # type: ignore[attr-defined]
-        for name in BLOCK_LINEARS:
-            parent_name, _, leaf = name.rpartition(".")
-            parent = block.get_submodule(parent_name)
-            layer = getattr(parent, leaf) if not leaf.isdigit() else parent[int(leaf)]
-            if not isinstance(layer, nn.Linear):
-                continue
-            fp8 = Fp8Linear(layer)
-            if leaf.isdigit():
-                parent[int(leaf)] = fp8
-            else:
-                setattr(parent, leaf, fp8)
-            count += 1
+    count = sum(quantize_block_fp8(block) for block in transformer.blocks)  # type: ignore[attr-defined]
     log.info("fp8: %d linear layers in e4m3 (per-channel weights, per-token activations)", count)
     return count

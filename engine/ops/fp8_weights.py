@@ -26,7 +26,7 @@ from torch import nn
 
 from engine.ops.fp8 import quantize_rows
 
-__all__ = ["Fp8WeightLinear", "store_block_weights_fp8"]
+__all__ = ["Fp8WeightLinear", "store_block_weights_fp8", "store_fp8_weights"]
 
 log = logging.getLogger(__name__)
 
@@ -55,19 +55,24 @@ class Fp8WeightLinear(nn.Module):
         return f"in_features={self.in_features}, out_features={self.out_features}, e4m3 weights"
 
 
-def store_block_weights_fp8(transformer: nn.Module) -> int:
-    """Replace every plain ``nn.Linear`` inside ``transformer.blocks`` with :class:`Fp8WeightLinear`; how many.
+def store_fp8_weights(module: nn.Module) -> int:
+    """Replace every plain ``nn.Linear`` inside ``module`` (one DiT block) with :class:`Fp8WeightLinear`; how many.
 
     In place and one way (the original weights are released). Subclasses of ``nn.Linear`` (float32 layers) and
     layers already in FP8 are left alone. Quantisation runs where the weights are, so a block moved to the GPU
     first quantises there in milliseconds.
     """
     count = 0
-    for block in transformer.blocks:  # type: ignore[attr-defined]
-        for parent in list(block.modules()):
-            for name, child in list(parent.named_children()):
-                if type(child) is nn.Linear:  # exact type: FP32Linear must keep its float32 weights
-                    setattr(parent, name, Fp8WeightLinear(child))
-                    count += 1
+    for parent in list(module.modules()):
+        for name, child in list(parent.named_children()):
+            if type(child) is nn.Linear:  # exact type: FP32Linear must keep its float32 weights
+                setattr(parent, name, Fp8WeightLinear(child))
+                count += 1
+    return count
+
+
+def store_block_weights_fp8(transformer: nn.Module) -> int:
+    """:func:`store_fp8_weights` on every block of ``transformer``; how many layers."""
+    count = sum(store_fp8_weights(block) for block in transformer.blocks)  # type: ignore[attr-defined]
     log.info("fp8 weights: %d block linear layers stored in e4m3 (per-channel scales), computed in bf16", count)
     return count

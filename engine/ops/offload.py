@@ -13,7 +13,7 @@ projection (0.31 B parameters) and at most two blocks. The cost is PCIe traffic:
   ``record_stream``: the allocator does not hand its memory out again before the compute that read it is done.
 * Use of a block's layers outside the block's forward (the session's cross-attention K/V precompute,
   ``WanAudioTransformer.context_kv``) loads that block on demand (synchronously) and frees it at the next block
-  change, so at most three blocks are ever on the device.
+  change, so at most two blocks are ever on the device.
 * On the CPU the "device" is the CPU: the copy is a clone into a separate buffer and streams are no-ops, so tests
   run the real code path and can tell a block's host storage from its device copy by storage identity.
   With ``record=True`` every placement change is logged (:class:`PlacementEvent`) for tests and debugging.
