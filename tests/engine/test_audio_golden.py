@@ -4,6 +4,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
+pytest.importorskip("transformers", reason='the FlashTalk audio front end needs the [engine] extra: pip install -e ".[engine]" (or ".[all]")')
 from golden_support import check_case, golden_inputs, golden_request, per_tensor_errors
 from safetensors.torch import load_file
 

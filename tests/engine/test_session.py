@@ -16,6 +16,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+
+pytest.importorskip("transformers", reason='the FlashTalk audio front end needs the [engine] extra: pip install -e ".[engine]" (or ".[all]")')
 from golden_support import golden_models
 
 from engine.audio_encoder import AudioEncoder, StreamingAudioWindow

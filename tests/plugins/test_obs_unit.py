@@ -10,6 +10,8 @@ from typing import Any
 import av
 import numpy as np
 import pytest
+
+pytest.importorskip("obsws_python", reason='the OBS sink needs the [obs] extra: pip install -e ".[obs]" (or ".[all]")')
 from obsws_python.error import OBSSDKError, OBSSDKRequestError, OBSSDKTimeoutError
 
 from engine.interface import ChunkSpec, FrameChunk

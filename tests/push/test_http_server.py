@@ -9,9 +9,10 @@ import wave
 from collections.abc import Iterator
 from typing import Any
 
-import aiohttp
 import numpy as np
 import pytest
+
+aiohttp = pytest.importorskip("aiohttp", reason='the HTTP push API needs the [http] extra: pip install -e ".[http]" (or ".[all]")')
 from push_testkit import FakeHandler, make_config, tone
 
 from soulx_live.push.http import PushHttpServer
