@@ -1,7 +1,7 @@
 """The engine worker as a torchrun group (CPU, gloo, the tiny-random FlashTalk engine): rank 0 alone talks ZeroMQ,
-the others mirror its session by broadcast, the DiT is split across them with Ulysses sequence parallelism, and the
-frames equal the single-process worker's. A rank killed with SIGKILL brings the group down and the supervisor
-restarts all of it."""
+the others mirror its session by broadcast, the DiT is split across them with Ulysses sequence parallelism, the VAE
+(``engine.flashtalk.tiny_vae: wan``, a tiny random WanVAE) into bands of rows, and the frames equal the
+single-process worker's. A rank killed with SIGKILL brings the group down and the supervisor restarts all of it."""
 from __future__ import annotations
 
 import os
@@ -25,9 +25,10 @@ from soulx_live.supervisor import Supervisor, WorkerLaunch
 pytestmark = pytest.mark.timeout(120)
 
 
-def _config(root: Path, world: int):  # type: ignore[no-untyped-def]
+def _config(root: Path, world: int, tiny_vae: str = "patch"):  # type: ignore[no-untyped-def]
     return live_config(root, **{"engine.kind": "flashtalk", "engine.flashtalk.preset": "tiny-random",
-                                "engine.flashtalk.world_size": world, "engine.drift.enabled": False,
+                                "engine.flashtalk.world_size": world, "engine.flashtalk.tiny_vae": tiny_vae,
+                                "engine.drift.enabled": False,
                                 "supervisor.init_timeout_s": 60.0, "supervisor.heartbeat_timeout_s": 30.0,
                                 "supervisor.restart_backoff_s": [0.2]})
 
@@ -47,11 +48,12 @@ def _speech(samples: int) -> np.ndarray:
     return (0.3 * np.random.default_rng(0).standard_normal(samples)).astype(np.float32)
 
 
-def _run(world: int, n: int = 4) -> tuple[list[FrameChunk], int]:
+def _run(world: int, n: int = 4, tiny_vae: str = "patch") -> tuple[list[FrameChunk], int]:
     with short_tmp() as root:
-        launch = WorkerLaunch.from_config(_config(root, world), subscribers=1)
+        cfg = _config(root, world, tiny_vae)
+        launch = WorkerLaunch.from_config(cfg, subscribers=1)
         sub = FrameSubscriber(launch.frames, hwm_chunks=64)
-        sup = Supervisor(_config(root, world).supervisor, launch, sample_rate=16000)
+        sup = Supervisor(cfg.supervisor, launch, sample_rate=16000)
         sup.start()
         try:
             spec = sup.wait_ready(90)
@@ -63,14 +65,26 @@ def _run(world: int, n: int = 4) -> tuple[list[FrameChunk], int]:
             sub.close()
 
 
-def test_a_group_of_two_equals_one_process() -> None:
-    one, w1 = _run(1)
-    two, w2 = _run(2)
+@pytest.mark.timeout(240)  # two worker launches on a shared CPU: about 75 s here
+def test_a_group_of_two_equals_one_process(capfd: pytest.CaptureFixture[str]) -> None:
+    """With the Wan VAE, so the group splits the VAE too (the ranks' log lines say so; they inherit our stderr)."""
+    one, w1 = _run(1, tiny_vae="wan")
+    single_log = capfd.readouterr().err
+    two, w2 = _run(2, tiny_vae="wan")
+    group_log = capfd.readouterr().err
     assert (w1, w2) == (1, 2)
+    assert "parallel VAE" not in single_log
+    for rank in range(2):
+        assert f"parallel VAE: rank {rank} of 2 holds one band of rows" in group_log
+    worst = 0
     for a, b in zip(one, two):
         assert a.first_frame == b.first_frame
-        assert np.abs(a.frames.astype(int) - b.frames.astype(int)).max() <= 1  # fp32 rounding may flip a uint8 step
+        worst = max(worst, int(np.abs(a.frames.astype(int) - b.frames.astype(int)).max()))
         assert np.array_equal(a.audio, b.audio)
+    # the split DiT and VAE sum in another order (fp32, ~1e-6 relative): that may flip a uint8 step
+    with capfd.disabled():
+        print(f"2-rank group (parallel DiT and VAE) vs one process: max |diff| {worst}/255 over {len(one)} chunks")
+    assert worst <= 1, f"frames of the 2-rank group differ from one process's by up to {worst}/255"
 
 
 def test_launch_uses_torchrun_only_for_a_flashtalk_group(tmp_path: Path) -> None:
