@@ -131,7 +131,8 @@ class RegenDeadline:
 
     ``realtime=True``: only if the first attempt (``elapsed_s``, which also estimates the second) leaves
     room for another within ``budget`` x the chunk's play-out duration. ``realtime=False`` (offline, or a
-    source that waits for the engine): always.
+    source that waits for the engine): always. In a multi-GPU group only rank 0's answer counts (its clock; the
+    session broadcasts it, see ``engine.parallel.decide``): the ranks must regenerate together or not at all.
     """
 
     realtime: bool = True

@@ -235,7 +235,8 @@ class FlashTalkSession:
     the motion context (``SessionState.re_anchor(reanchor_blend)``) and, with ``regenerate`` and when
     ``deadline`` allows, is generated again from the re-anchored context with the same audio and noise; the
     attempt with the smaller ``badness`` is emitted. ``stats`` counts chunks, corrections and regenerations
-    and keeps the last report; each correction is logged at WARNING.
+    and keeps the last report; each correction is logged at WARNING. In a multi-GPU group rank 0 makes each of
+    these choices for every rank (:func:`engine.parallel.decide.rank0_decides`).
     """
 
     def __init__(
