@@ -47,6 +47,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-cross-cache", dest="cross_kv_cache", action="store_false",
                    help="recompute the text/image cross-attention K/V every step (as the release does)")
     p.add_argument("--fp8", action="store_true", help="e4m3 GEMMs in the DiT blocks (FP8 tensor cores)")
+    p.add_argument("--offload", action="store_true",
+                   help="memory mode: DiT blocks in pinned host memory, streamed to the GPU one block ahead")
+    p.add_argument("--fp8-weights", dest="fp8_weights", action="store_true",
+                   help="memory mode: DiT block weights stored e4m3 (half the memory, any GPU), computed in --dtype")
     p.add_argument("--tiny", action="store_true", help="tiny widths on the CPU (checks the benchmark, not speed)")
     p.add_argument("--device", default=None, help="default: cuda (cpu with --tiny)")
 
@@ -75,6 +79,8 @@ def config_from_args(args: argparse.Namespace) -> Any:
         parallel_vae=bool(args.parallel_vae),
         cross_kv_cache=bool(args.cross_kv_cache),
         fp8=bool(args.fp8),
+        offload=bool(getattr(args, "offload", False)),
+        fp8_weights=bool(getattr(args, "fp8_weights", False)),
     )
     cfg.validate()
     return cfg
@@ -87,7 +93,8 @@ def _flags(cfg: Any) -> list[str]:
              "--world-size", str(cfg.world_size), "--attention", cfg.attention_backend, "--device", cfg.device]
     flags += ["--ulysses", str(cfg.ulysses_degree), "--ring", str(cfg.ring_degree), "--compile-mode", cfg.compile_mode]
     switches = {"--tiny": cfg.tiny, "--compile": cfg.compile, "--no-parallel-vae": not cfg.parallel_vae,
-                "--no-cross-cache": not cfg.cross_kv_cache, "--fp8": cfg.fp8}
+                "--no-cross-cache": not cfg.cross_kv_cache, "--fp8": cfg.fp8,
+                "--offload": cfg.offload, "--fp8-weights": cfg.fp8_weights}
     return flags + [flag for flag, on in switches.items() if on]
 
 

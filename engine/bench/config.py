@@ -38,6 +38,8 @@ class BenchConfig:
     parallel_vae: bool = True
     cross_kv_cache: bool = True
     fp8: bool = False
+    offload: bool = False  # DiT blocks in pinned host memory, streamed one block ahead (engine.ops.offload)
+    fp8_weights: bool = False  # DiT block weights stored e4m3, computed in the dtype (engine.ops.fp8_weights)
 
     @classmethod
     def tiny_defaults(cls, **overrides: object) -> BenchConfig:
@@ -71,6 +73,16 @@ class BenchConfig:
             raise BenchConfigError(f"--compile-mode must be default, reduce-overhead or max-autotune, got {self.compile_mode!r}")
         if self.device.startswith("cuda") and not torch.cuda.is_available():
             raise BenchConfigError("no CUDA device: run on a GPU machine, or use --tiny for the CPU check")
+        if self.offload and self.compile:
+            raise BenchConfigError("--offload swaps block weights around each forward, which --compile would trace: "
+                                   "drop one of them")
+        if self.fp8:
+            from engine.ops.fp8 import Fp8UnsupportedError, require_fp8_gemms
+
+            try:
+                require_fp8_gemms(self.device)
+            except Fp8UnsupportedError as exc:
+                raise BenchConfigError(f"--fp8: {exc}") from exc
 
     @property
     def frames_out(self) -> int:

@@ -133,9 +133,23 @@ def build_report(cfg: BenchConfig, run: RawRun, *, benchmark: str = "engine_14b"
         "output_frame_shape": list(run.frame_shape[1:]),
         "peak_memory_gib": run.peak_memory_gib,
         "peak_reserved_gib": run.peak_reserved_gib,
+        **memory_figures(cfg),
     }
     report |= utilisation(cfg, summary["dit_ms"], device, str(env["device_name"]))
     return report
+
+
+def memory_figures(cfg: BenchConfig) -> dict[str, Any]:
+    """The memory mode and its derived DiT weights on the GPU (:mod:`engine.memory`), next to the measured peak."""
+    from engine.bench.config import torch_dtype
+    from engine.memory import GIB, MemoryMode, dit_host_bytes, dit_weight_bytes
+
+    mode = MemoryMode(offload=cfg.offload, fp8_weights=cfg.fp8_weights)
+    dtype_bytes = torch_dtype(cfg).itemsize
+    dit = dit_config_for(cfg)
+    return {"memory_mode": mode.label,
+            "dit_weights_on_gpu_gib_derived": round(dit_weight_bytes(dit, mode, dtype_bytes) / GIB, 3),
+            "dit_pinned_host_gib_derived": round(dit_host_bytes(dit, mode, dtype_bytes) / GIB, 3)}
 
 
 def _fmt(value: Any, unit: str = "") -> str:
@@ -156,7 +170,8 @@ def format_table(report: dict[str, Any]) -> str:
          f"{report['date']}  commit {commit}"),
         (f"config: {cfg['frames']} frames {cfg['height']}x{cfg['width']}, {cfg['steps']} steps, {cfg['dtype']}, "
          f"{cfg['chunks']} chunks, attention {report['attention_backend']}, compile {cfg['compile']}{tiny}"),
-        (f"levers: cross K/V cache {cfg.get('cross_kv_cache')}, fp8 {cfg.get('fp8')}, compile mode "
+        (f"levers: cross K/V cache {cfg.get('cross_kv_cache')}, fp8 {cfg.get('fp8')}, memory "
+         f"{report.get('memory_mode', '-')}, compile mode "
          f"{cfg.get('compile_mode')}; parallel: ulysses {cfg.get('ulysses_degree') or 'auto'} x ring "
          f"{cfg.get('ring_degree') or 'auto'}, parallel VAE {cfg.get('parallel_vae')}"),
         "",
@@ -177,6 +192,7 @@ def format_table(report: dict[str, Any]) -> str:
         f"{'fps':<26}{_fmt(report['fps'])}  (real-time factor {_fmt(report['real_time_factor'])})",
         f"{'time to first frame':<26}{_fmt(report['time_to_first_frame_ms'], ' ms')}",
         f"{'peak GPU memory':<26}{_fmt(peak, ' GiB') if peak is not None else '- (not a CUDA device)'}",
+        f"{'DiT weights on GPU':<26}{_fmt(report.get('dit_weights_on_gpu_gib_derived'), ' GiB')} (derived)",
         f"{'DiT TFLOP per chunk':<26}{_fmt(report['dit_tflop_per_chunk'])}",
         f"{'DiT achieved TFLOP/s':<26}{_fmt(report['dit_tflops_per_s'])}",
         f"{'DiT FLOP utilisation':<26}{util_text}",

@@ -9,7 +9,9 @@ VAE re-encode of the last 5 frames -> uint8 on the device -> device-to-host copy
 ``chunk_ms`` only. Stage times come from :class:`engine.profiling.StageTimer` (CUDA events, read once per chunk:
 no host sync inside the chunk). With ``world_size > 1`` every rank runs this loop under torchrun with Ulysses x
 Ring sequence parallelism on the DiT and the VAE split into bands of rows (``engine.parallel``). The speed levers
-are flags: cached cross-attention K/V (on by default), ``--compile`` (regional, optional CUDA graphs), ``--fp8``.
+are flags: cached cross-attention K/V (on by default), ``--compile`` (regional, optional CUDA graphs), ``--fp8``;
+the memory modes too: ``--offload`` (the random DiT is built on the host, then its blocks are streamed) and
+``--fp8-weights`` (:mod:`engine.memory` derives each mode's peak; the report puts it next to the measured one).
 """
 from __future__ import annotations
 
@@ -171,10 +173,11 @@ def run_chunks(cfg: BenchConfig) -> RawRun:
     dit, vae, audio_enc = build_models(cfg, device)
     if cfg.world_size > 1:
         ctx = _parallel(cfg, dit, vae)
-    if cfg.fp8:
-        from engine.ops.fp8 import quantize_dit_fp8
+    if cfg.fp8 or cfg.offload or cfg.fp8_weights:
+        from engine.memory import MemoryMode
+        from engine.placement import place_dit
 
-        quantize_dit_fp8(dit)
+        place_dit(dit, device, MemoryMode(offload=cfg.offload, fp8_weights=cfg.fp8_weights), fp8_gemms=cfg.fp8)
     if cfg.compile:
         from engine.ops.compile import compile_dit_blocks
 
