@@ -36,3 +36,20 @@ def test_fp8_swaps_the_block_gemms_and_stays_close() -> None:
     assert isinstance(block.ffn[0], Fp8Linear) and isinstance(block.self_attn.q, Fp8Linear)
     diff = np.abs(fp8 - eager)
     assert 0 < diff.mean() < 4.0  # quantised (not identical), within a few uint8 levels on average
+
+
+def test_memory_settings_install_the_mode() -> None:
+    from engine.build import memory_mode
+    from engine.config import FlashTalkConfigError
+    from engine.memory import MemoryMode
+    from engine.ops.fp8_weights import Fp8WeightLinear
+
+    _, engine = _frames(memory="offload", fp8_weights=True)
+    transformer = engine.models.dit.transformer
+    assert transformer.offloader.on_device() == (0,)  # after the chunks: block 0 prefetched for the next step
+    assert isinstance(transformer.blocks[0].audio_cross_attn.proj, Fp8WeightLinear)
+    old_name = EngineConfig(kind="flashtalk", flashtalk={"cpu_offload": True}).flashtalk
+    assert memory_mode(old_name) == MemoryMode(offload=True)  # cpu_offload: true is the old name of offload
+    with pytest.raises(FlashTalkConfigError, match="compile=false"):
+        build_engine(EngineConfig(kind="flashtalk", flashtalk={"preset": "tiny-random", "memory": "offload",
+                                                               "compile": True}))
