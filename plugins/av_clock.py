@@ -9,6 +9,12 @@ than its first second. The anchor is set by the first chunk (plus ``latency_s`` 
 is not played early), and moved — for both sinks at once — when the timeline jumps: a barge-in epoch, a new
 session, chunks so late that holding on would let the picture lag the voice (``max_late_s``), or a backlog
 after an outage (``max_ahead_s``, at least two chunks: skipped so the latency does not grow by the outage).
+
+A backlog arrives as a burst of chunks in quick succession. Once a late chunk or a backlog moved the anchor, the
+clock keeps following the burst (each chunk that would play more than ``latency_s`` + ``catch_up_slack_s`` after
+it arrived moves the anchor again) until chunks arrive at their normal pace, so after an outage the latency
+returns to ``latency_s`` instead of keeping what was left of the backlog. ``reanchors`` counts episodes (a burst
+is one), which is what a viewer notices.
 """
 from __future__ import annotations
 
@@ -27,16 +33,20 @@ class AvClock:
     """Shared by the sinks of one daemon; thread-safe."""
 
     def __init__(self, sample_rate: int = 16000, *, latency_s: float = 0.12, max_late_s: float = 0.25,
-                 max_ahead_s: float = 0.6, clock: Callable[[], float] = time.perf_counter) -> None:
+                 max_ahead_s: float = 0.6, catch_up_slack_s: float = 0.1,
+                 clock: Callable[[], float] = time.perf_counter) -> None:
         self.sample_rate = sample_rate
         self.latency_s = latency_s
         self.max_late_s = max_late_s
         self.max_ahead_s = max_ahead_s
+        self.catch_up_slack_s = catch_up_slack_s
         self._clock = clock
         self._lock = threading.Lock()
         self._anchor: tuple[float, int] | None = None  # (t0 wall seconds, s0 samples)
         self._epoch = 0
         self._session: str | None = None
+        self._catching_up = False  # following a burst after a late chunk or a backlog
+        self._last_observed = 0.0
         self.reanchors = 0
 
     def now(self) -> float:
@@ -52,12 +62,19 @@ class AvClock:
         latency stays bounded instead of growing by the outage)."""
         with self._lock:
             now = self._clock()
+            in_burst = self._catching_up and now - self._last_observed < 0.5 * n_samples / self.sample_rate
+            self._last_observed = now
             reason = self._reason(audio_t0, n_samples, epoch, session, now)
-            if reason:
+            if not reason and in_burst and self._ahead_s(audio_t0, now) > self.latency_s + self.catch_up_slack_s:
+                self._anchor = (now + self.latency_s, audio_t0)  # the same episode: the burst goes on
+            elif reason:
                 if self._anchor is not None:
                     self.reanchors += 1
                     log.info("A/V clock: re-anchoring at sample %d (%s)", audio_t0, reason)
                 self._anchor = (now + self.latency_s, audio_t0)
+                self._catching_up = "late" in reason or "backlog" in reason
+            elif not in_burst:
+                self._catching_up = False
             self._epoch, self._session = max(self._epoch, epoch), session if session is not None else self._session
 
     def sample_at(self, wall: float) -> int | None:
@@ -75,6 +92,12 @@ class AvClock:
             return None
         t0, s0 = anchor
         return t0 + (sample - s0) / self.sample_rate
+
+    def _ahead_s(self, audio_t0: int, now: float) -> float:
+        """How long after ``now`` sample ``audio_t0`` plays on the current anchor."""
+        playing = self.sample_at(now)
+        assert playing is not None
+        return (audio_t0 - playing) / self.sample_rate
 
     def _reason(self, audio_t0: int, n_samples: int, epoch: int, session: str | None, now: float) -> str:
         if self._anchor is None:

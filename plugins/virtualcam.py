@@ -37,7 +37,7 @@ from plugins.pacer import MediaClockPacer, PacerStats, TickClock
 if TYPE_CHECKING:
     from plugins.settings import VirtualCamConfig
 
-__all__ = ["VirtualCamSink", "backend_fix_hint", "make_slate"]
+__all__ = ["VirtualCamSink", "backend_fix_hint", "make_slate", "nearest_frame"]
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +53,12 @@ def backend_fix_hint(platform: str) -> str:
         return ("install OBS Studio (28 or newer) and start its Virtual Camera once (Tools/Controls > Start Virtual Camera)"
                 + (", or install the Unity Capture driver" if platform == "win32" else ""))
     return f"pyvirtualcam has no virtual camera backend for {platform}"
+
+
+def nearest_frame(sample: int | None, samples_per_frame: int) -> int | None:
+    """The frame nearest to the sound playing at timeline ``sample`` (not the one that started before it): camera
+    ticks (30 fps) and engine frames (25 fps) do not line up, and rounding halves the worst mismatch."""
+    return None if sample is None else (sample + samples_per_frame // 2) // samples_per_frame
 
 
 def make_slate(fitter: FrameFitter, caption: str = "starting...") -> np.ndarray:
@@ -216,10 +222,8 @@ class VirtualCamSink:
                 ideal = pacer.source_index(tick)  # the frame this tick's instant stands for on the media clock
                 sample = None if ideal is None else ideal * spf + spf // 2
             else:  # the shared clock decides which frame is due, so the microphone and the camera agree
-                # the frame nearest to this tick's instant (not the one that started before it): camera ticks
-                # (30 fps) and engine frames (25 fps) do not line up, and rounding halves the worst mismatch
                 sample = self.av_clock.sample_at(clock.deadline(tick))
-                due = pacer.frame_for_index(None if sample is None else (sample + spf // 2) // spf)
+                due = pacer.frame_for_index(nearest_frame(sample, spf))
             if due is not None and sample is not None and spf:
                 # the sound playing now is at `sample`; the picture shows frame due[0] (its centre): how late it is
                 self._av_offset_s = (sample - (due[0] * spf + spf // 2)) / (spf * float(self._spec_fps))
