@@ -13,6 +13,7 @@ import ast
 import configparser
 import os
 import re
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,15 +29,17 @@ MAX_DAEMON_LINES = 300
 
 
 def _lint(config: Path, cwd: Path) -> int:
-    cli = pytest.importorskip("importlinter.cli", reason='import-linter is missing: pip install -e ".[test]"')
-    old = Path.cwd()
-    sys.path.insert(0, str(cwd))
-    os.chdir(cwd)
-    try:
-        return int(cli.lint_imports(config_filenames=(str(config),), no_cache=True, no_logo=True))
-    finally:
-        os.chdir(old)
-        sys.path.remove(str(cwd))
+    """import-linter's exit code for ``config`` with ``cwd`` importable. In a child process: the tool configures
+    logging for itself, which would silence other tests' loggers in this one."""
+    pytest.importorskip("importlinter.cli", reason='import-linter is missing: pip install -e ".[test]"')
+    code = ("import sys; from importlinter.cli import lint_imports; "
+            f"sys.exit(lint_imports(config_filenames=({str(config)!r},), no_cache=True, no_logo=True))")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(cwd), os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run([sys.executable, "-c", code], cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=120, check=False)
+    if done.returncode not in (0, 1):
+        raise AssertionError(f"lint-imports could not run: {done.stdout}{done.stderr}")
+    return done.returncode
 
 
 def test_the_import_contracts_hold() -> None:
