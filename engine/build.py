@@ -125,37 +125,8 @@ def _build_14b(engine_config: Any, mode: MemoryMode) -> FlashTalkEngine:
     if ft.world_size != 1:
         _select_rank_device()  # before loading: every rank loads onto its own GPU
     drift = getattr(engine_config, "drift", None)
-    if mode.resident_bf16 and not getattr(ft, "fp8", False):
-        return FlashTalkEngine.from_folder(Path(engine_config.weights_dir), cfg, drift=drift)
-    return _from_folder_dit_on_host(Path(engine_config.weights_dir), cfg, drift)
-
-
-def _from_folder_dit_on_host(weights: Path, cfg: FlashTalkConfig, drift: Any) -> FlashTalkEngine:
-    """``FlashTalkEngine.from_folder`` with the DiT's blocks loaded into host memory: the memory modes and FP8 convert
-    and place them one block at a time (:func:`engine.placement.place_dit`), so the bf16 DiT (37.8 GB) never has
-    to fit on the GPU. Mirrors ``from_folder``'s component loading (which loads the DiT straight onto the device)."""
-    from engine.audio_encoder import AudioEncoder
-    from engine.conditioning import Conditioner
-    from engine.config import resolve_device, resolve_dtypes
-    from engine.loading.dit import load_dit
-    from engine.loading.layout import VAE_CHECKPOINT, find_wav2vec
-    from engine.loading.vae import load_vae
-
-    device, why = resolve_device(cfg.device)
-    log.info("FlashTalk device %s (%s); DiT blocks loaded on the host for placement", device, why)
-    dtypes = resolve_dtypes(device, cfg.dtype)
-    try:
-        w2v = find_wav2vec(weights)
-    except FileNotFoundError as exc:
-        raise FlashTalkConfigError(str(exc)) from exc
-    audio = AudioEncoder.from_folder(w2v, dtype=dtypes.audio, device=device, sample_rate=cfg.sample_rate, fps=cfg.fps)
-    vae = load_vae(weights / VAE_CHECKPOINT, dtype=dtypes.vae, device=device)
-    dit = load_dit(weights, dtype=dtypes.dit, device="cpu")
-    for name, child in dit.named_children():
-        if name != "blocks":  # the engine takes its device and dtype from the DiT's first parameter
-            child.to(device)
-    conditioning = Conditioner(weights, device=device, out_dtype=dtypes.conditioning)
-    return FlashTalkEngine.from_components(dit, vae, audio, conditioning, cfg, drift=drift)
+    on_host = not (mode.resident_bf16 and not getattr(ft, "fp8", False))  # placed block by block later
+    return FlashTalkEngine.from_folder(Path(engine_config.weights_dir), cfg, drift=drift, dit_blocks_on_host=on_host)
 
 
 def _build_tiny(engine_config: Any) -> FlashTalkEngine:

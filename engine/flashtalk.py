@@ -460,10 +460,14 @@ class FlashTalkEngine:
         wav2vec_dir: Path | str | None = None,
         cache_dir: Path | None = None,
         drift: DriftThresholds | None = None,
+        dit_blocks_on_host: bool = False,
     ) -> FlashTalkEngine:
         """Load the released ``SoulX-FlashTalk-14B`` folder (spec §2.9) on ``cfg.device`` in ``cfg.dtype``.
 
         wav2vec2 comes from ``wav2vec_dir``, else ``chinese-wav2vec2-base`` inside or beside the folder.
+        ``dit_blocks_on_host``: the DiT's 40 blocks stay in host memory (the rest of it goes to the device), for the
+        memory modes and FP8 to convert and place one block at a time (:func:`engine.placement.place_dit`), so the
+        bf16 DiT (37.8 GB) never has to fit on the GPU.
         """
         from engine.audio_encoder import AudioEncoder
         from engine.conditioning import Conditioner
@@ -473,7 +477,7 @@ class FlashTalkEngine:
         cfg = cfg or FlashTalkConfig()
         weights = Path(weights_dir)
         device, why = resolve_device(cfg.device)
-        log.info("FlashTalk device %s (%s)", device, why)
+        log.info("FlashTalk device %s (%s)%s", device, why, "; DiT blocks on the host" if dit_blocks_on_host else "")
         dtypes: DtypePolicy = resolve_dtypes(device, cfg.dtype)
         try:
             w2v = Path(wav2vec_dir) if wav2vec_dir else find_wav2vec(weights)
@@ -483,7 +487,11 @@ class FlashTalkEngine:
             w2v, dtype=dtypes.audio, device=device, sample_rate=cfg.sample_rate, fps=cfg.fps
         )
         vae = load_vae(weights / VAE_CHECKPOINT, dtype=dtypes.vae, device=device)
-        dit = load_dit(weights, dtype=dtypes.dit, device=device)
+        dit = load_dit(weights, dtype=dtypes.dit, device="cpu" if dit_blocks_on_host else device)
+        if dit_blocks_on_host:
+            for name, child in dit.named_children():
+                if name != "blocks":  # the engine takes its device and dtype from the DiT's first parameter
+                    child.to(device)
         conditioning = Conditioner(weights, cache_dir=cache_dir, device=device, out_dtype=dtypes.conditioning)
         return cls(
             models=FlashTalkModels(dit=dit, vae=vae),

@@ -29,9 +29,9 @@ import numpy as np
 
 from engine.extras import require
 from engine.interface import ChunkSpec, FrameChunk
+from plugins.av_clock import AvClock
 from plugins.base import SinkError
 from plugins.frame_fit import FrameFitter
-from plugins.av_clock import AvClock
 from plugins.pacer import MediaClockPacer, PacerStats, TickClock
 
 if TYPE_CHECKING:

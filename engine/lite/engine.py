@@ -24,11 +24,11 @@ import numpy as np
 from engine.interface import ChunkSpec, FrameChunk, SessionRequest, mono_pcm
 from engine.lite.animator import blink_amount, idle_pose, speaking_pose
 from engine.lite.audio_features import MouthFeatureConfig, MouthFeatureState, mouth_features
-from engine.lite.visemes import VisemeTrack
-from engine.lite.visemes import apply as apply_viseme
 from engine.lite.default_avatar import default_avatar_layout, draw_default_avatar
 from engine.lite.face_locator import locate_face
 from engine.lite.renderer import LiteRenderer, fit_portrait
+from engine.lite.visemes import VisemeTrack
+from engine.lite.visemes import apply as apply_viseme
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import torch
 
-from engine.loading.layout import VAE_CHECKPOINT
 from engine.loading.state_dict import CheckpointError, build_on_meta, load_into, read_torch_file
 from engine.models.vae import VAEConfig, WanVAE
 

@@ -13,10 +13,10 @@ from typing import Any
 
 import numpy as np
 
+from engine.extras import require
 from engine.interface import AvatarEngine, SessionRequest
 from soulx_live.config import SoulxConfig
 from soulx_live.errors import DaemonError
-from engine.extras import require
 
 __all__ = ["build_engine", "load_avatar", "session_request"]
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 from datetime import datetime
 from pathlib import Path
 
+from engine.extras import require
 from plugins.base import FrameSink
 from soulx_live.config import SoulxConfig
 from soulx_live.errors import DaemonError
-from engine.extras import require
 
 __all__ = ["build_sinks"]
 

@@ -5,12 +5,12 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from engine.extras import MissingExtraError
 from soulx_live.audio.file_source import FileSource
 from soulx_live.audio.push_source import PushSource
 from soulx_live.audio.source import AudioSource
 from soulx_live.config import SoulxConfig
 from soulx_live.errors import DaemonError
-from engine.extras import MissingExtraError
 
 if TYPE_CHECKING:
     from soulx_live.tts.script_source import ScriptSource
@@ -59,8 +59,8 @@ def _script_source(config: SoulxConfig, block_samples: int) -> ScriptSource:
     if config.tts.script is None:
         raise DaemonError("audio.source=script needs tts.script (--set tts.script=lines.txt)")
     try:
-        from soulx_live.tts.script_source import ScriptSource
         from soulx_live.tts import build_tts
+        from soulx_live.tts.script_source import ScriptSource
     except ImportError as exc:
         raise DaemonError(f"audio.source=script is not available in this build: {exc}") from exc
     try:

@@ -11,6 +11,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 
 from daemon_fakes import tone, write_audio  # noqa: E402
+
 from soulx_live.audio import AudioFileError, AudioRing, FileSource, decode_audio_file  # noqa: E402
 
 SECONDS = 1.5

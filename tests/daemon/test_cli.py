@@ -12,9 +12,10 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 
 from daemon_fakes import tone, write_audio  # noqa: E402
+
 from engine.extras import MissingExtraError, require  # noqa: E402
-from soulx_live import cli  # noqa: E402
 from engine.loading.layout import WEIGHT_DIRS, WEIGHT_FILES, weights_problems  # noqa: E402
+from soulx_live import cli  # noqa: E402
 from soulx_live.doctor import format_table  # noqa: E402
 
 CHECKOUT = Path(__file__).resolve().parents[2]

@@ -18,6 +18,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 
 from daemon_fakes import FakeEngine, decoded_lengths, tone, write_audio  # noqa: E402
+
 from plugins.recorder import probe_media  # noqa: E402
 from soulx_live import cli  # noqa: E402
 from soulx_live.config import load_config  # noqa: E402

@@ -11,6 +11,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 
 from daemon_fakes import FakeEngine, decoded_lengths  # noqa: E402
+
 from engine.interface import ChunkSpec, FrameChunk, SessionRequest  # noqa: E402
 from plugins.base import FrameSink, SinkError  # noqa: E402
 from plugins.recorder import RecorderSink, probe_media  # noqa: E402

@@ -207,11 +207,10 @@ def test_audio_window_assembly_is_a_contiguous_span() -> None:
 
 def test_config_key_selects_the_kernel_or_names_the_fix() -> None:
     """``engine.flashtalk.attention`` goes through build_engine's selector (the tiny preset builds in ms)."""
-    from soulx_live.config import EngineConfig
-
-    from engine.config import FlashTalkConfigError
     from engine.build import build_engine
+    from engine.config import FlashTalkConfigError
     from engine.ops.attention import flash_available, get_attention_backend, set_attention_backend
+    from soulx_live.config import EngineConfig
 
     try:
         build_engine(EngineConfig(kind="flashtalk", flashtalk={"preset": "tiny-random", "attention": "math"}))

@@ -12,10 +12,10 @@ import torch
 
 import engine.conditioning as conditioning
 from engine.conditioning import Conditioner, ConditioningCache, file_identity
-from engine.prepare import reference_pixels
 from engine.loading.encoders import T5_CHECKPOINT, T5_TOKENIZER_DIR, load_umt5_tokenizer, tokenize_prompts
 from engine.models.clip import CLIPVisionConfig, clip_preprocess
 from engine.models.t5 import T5Config
+from engine.prepare import reference_pixels
 
 sys.path.insert(0, str(Path(__file__).parent))
 from encoder_fixtures import write_weights_folder  # noqa: E402

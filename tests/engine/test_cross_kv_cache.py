@@ -33,8 +33,8 @@ def test_cached_cross_kv_gives_the_same_velocity(case: str) -> None:
 
 
 def test_a_session_embeds_the_prompt_once_for_all_steps_and_chunks() -> None:
-    from engine.config import FlashTalkConfig
     from engine.build import build_tiny_engine
+    from engine.config import FlashTalkConfig
 
     engine = build_tiny_engine(FlashTalkConfig(), seed=0)
     transformer = engine.models.dit.transformer

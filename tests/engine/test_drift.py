@@ -19,11 +19,11 @@ import numpy as np
 import pytest
 import torch
 
+from engine.build import build_tiny_engine
 from engine.drift import DriftMonitor, DriftReport, DriftSettings, RegenDeadline
 from engine.flashtalk import FlashTalkEngine, FlashTalkSession
 from engine.interface import SessionRequest
 from engine.state import SessionState
-from engine.build import build_tiny_engine
 from soulx_live.config import DriftConfig
 
 SR = 16000

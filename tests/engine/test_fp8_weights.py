@@ -18,7 +18,6 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
-from soulx_live.config import EngineConfig
 from torch import nn
 
 from engine.bench.config import BenchConfig, BenchConfigError
@@ -29,6 +28,7 @@ from engine.models.transformer import FP32Linear
 from engine.ops import fp8
 from engine.ops.fp8 import Fp8Linear, Fp8UnsupportedError, quantize_rows, require_fp8_gemms
 from engine.ops.fp8_weights import Fp8WeightLinear, store_block_weights_fp8
+from soulx_live.config import EngineConfig
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_offload import golden_dit, golden_forward  # noqa: E402

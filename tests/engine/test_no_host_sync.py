@@ -10,11 +10,11 @@ from __future__ import annotations
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from engine.build import build_tiny_engine
 from engine.config import FlashTalkConfig
 from engine.flashtalk import generate_chunk
 from engine.interface import SessionRequest
 from engine.sampler import denoise, shifted_timesteps
-from engine.build import build_tiny_engine
 
 HOST_READS = {"aten._local_scalar_dense", "aten.nonzero", "aten.masked_select", "aten._unique2", "aten.item"}
 

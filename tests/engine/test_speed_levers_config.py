@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from soulx_live.config import EngineConfig
 
 from engine.build import build_engine
 from engine.interface import SessionRequest
 from engine.ops.fp8 import Fp8Linear
+from soulx_live.config import EngineConfig
 
 
 def _frames(**flashtalk: object) -> tuple[np.ndarray, object]:

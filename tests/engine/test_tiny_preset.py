@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 import torch
 
+from engine.build import build_engine
 from engine.config import FlashTalkConfigError
 from engine.drift import DriftReport
-from engine.build import build_engine
 from engine.flashtalk import FlashTalkEngine, FlashTalkSession
 from engine.interface import AvatarEngine, AvatarSession, SessionRequest
 from soulx_live.config import EngineConfig, load_config
@@ -124,10 +124,9 @@ def test_tiny_vae_round_trip_is_exact_on_latents() -> None:
 
 def test_degrees_that_do_not_fit_are_refused_before_joining_a_group(monkeypatch: pytest.MonkeyPatch) -> None:
     """Under torchrun (env only: no process group is joined), wrong degrees fail fast with the setting to change."""
-    from soulx_live.config import EngineConfig
-
-    from engine.config import FlashTalkConfigError
     from engine.build import build_engine
+    from engine.config import FlashTalkConfigError
+    from soulx_live.config import EngineConfig
 
     monkeypatch.setenv("RANK", "0")
     monkeypatch.setenv("WORLD_SIZE", "4")
