@@ -60,6 +60,7 @@ def _gone(pid: int) -> bool:
 # A tiny-random chunk on a loaded 2-core runner can take over a second (the first one warms torch up); the
 # worker heartbeats between chunks, so the watchdog gets the time a slow CPU chunk needs, and a (re)start,
 # which imports torch, the time it takes there.
+MAX_SCHEDULING_ALLOWANCE_S = 0.1  # beyond this the runner, not the daemon, is broken: fail rather than excuse it
 TINY = {"engine.kind": "flashtalk", "engine.flashtalk.preset": "tiny-random", "engine.drift.enabled": False,
         "supervisor.heartbeat_timeout_s": 5.0, "supervisor.init_timeout_s": 30.0}
 
@@ -72,14 +73,16 @@ def _speech_daemon(root: Path, seconds: float = 12.0, **overrides: object) -> tu
     return Daemon(config, sink_factory=lambda _: [probe]), probe, out
 
 
-def _kill_and_check(sig: signal.Signals, reason: str, caplog: pytest.LogCaptureFixture, *, raw_gap: bool = True,
-                    **overrides: object) -> None:
+def _kill_and_check(sig: signal.Signals, reason: str, caplog: pytest.LogCaptureFixture, *,
+                    gap_includes_lead: bool = False, **overrides: object) -> None:
     """Kill (or stop) the worker mid-speech; check the recorder's timeline, the restart and the resume.
 
-    ``raw_gap``: also bound the wall-clock gap between chunks reaching the recorder by one chunk plus
-    one frame period (plus the measured scheduling delay, as every wall-clock bound here). That holds when chunks arrive at the audio pace; an engine whose first chunk is
-    slow (torch warm-up) leaves the sink with scheduled content ahead of the clock, and the gap then
-    grows by that lead although the sink never runs dry, so there only starvation is bounded.
+    The wall-clock gap between chunks reaching the recorder is bounded by one chunk plus one frame period, plus
+    the scheduling delay of this process measured meanwhile (capped at ``MAX_SCHEDULING_ALLOWANCE_S``: a runner so
+    loaded that it needs more fails the test instead of hiding a late daemon). ``gap_includes_lead``: an engine
+    whose first chunk is slow (torch warm-up) leaves the sink with scheduled content ahead of the clock, and the
+    gap then grows by that lead although the sink never runs dry; the bound adds the largest lead seen before the
+    kill.
     """
     caplog.set_level(logging.INFO, logger="soulx_live.supervisor")
     with short_tmp() as root:
@@ -113,12 +116,14 @@ def _kill_and_check(sig: signal.Signals, reason: str, caplog: pytest.LogCaptureF
         starved = max_starvation(writes)
         leads = content_lead(writes)
         lead_before, lead_after = leads[before - 1], max(leads[-5:])
-        # the runner's own scheduling delay (measured meanwhile) is not the daemon's lateness
-        gap_limit = spec_chunk_s + FRAME_S + delay.worst_s
-        starve_limit = FRAME_S + delay.worst_s
+        # the runner's own scheduling delay (measured meanwhile) is not the daemon's lateness, up to a cap
+        allowance = min(delay.worst_s, MAX_SCHEDULING_ALLOWANCE_S)
+        lead_allowance = max(0.0, max(leads[:before])) if gap_includes_lead else 0.0
+        gap_limit = spec_chunk_s + FRAME_S + allowance + lead_allowance
+        starve_limit = FRAME_S + allowance
         print(f"{daemon.config.engine.kind} {sig.name}: max gap {gap * 1000:.1f} ms (limit {gap_limit * 1000:.0f} ms), longest starvation "
-              f"{starved * 1000:.1f} ms (limit {starve_limit * 1000:.0f} ms incl. {delay.worst_s * 1000:.0f} ms "
-              f"scheduling delay), sink buffer {lead_before * 1000:.0f} ms before, "
+              f"{starved * 1000:.1f} ms (limit {starve_limit * 1000:.0f} ms incl. {allowance * 1000:.0f} ms "
+              f"scheduling delay of {delay.worst_s * 1000:.0f} ms measured), sink buffer {lead_before * 1000:.0f} ms before, "
               f"{lead_after * 1000:.0f} ms after, speech back after "
               f"{back_s:.2f} s, {sum(w.n for w in held)} held frames")
         assert code == 0
@@ -127,14 +132,15 @@ def _kill_and_check(sig: signal.Signals, reason: str, caplog: pytest.LogCaptureF
         assert held, "no hold frames reached the recorder while the worker was away"
         assert_contiguous(writes)
         # the restart may replay at most the audio the client kept for it (live_engine.MAX_PENDING_S)
-        lead_limit = 0.5 + spec_chunk_s + FRAME_S + delay.worst_s
+        lead_limit = 0.5 + spec_chunk_s + FRAME_S + allowance
         assert lead_after - lead_before <= lead_limit, (f"latency grew by {lead_after - lead_before:.2f} s "
                                                         f"(limit {lead_limit:.2f} s)")
         assert starved <= starve_limit, (f"the recorder ran out of frames for {starved * 1000:.1f} ms (limit one frame "
-                                         f"period + {delay.worst_s * 1000:.1f} ms scheduling delay)")
-        assert not raw_gap or gap <= gap_limit, (
-            f"{gap * 1000:.1f} ms between chunks {where} and {where + 1} reaching the recorder "
-            f"(limit: chunk {spec_chunk_s * 1000:.0f} ms + frame {FRAME_S * 1000:.0f} ms + scheduling delay)")
+                                         f"period + {allowance * 1000:.1f} ms scheduling delay)")
+        assert gap <= gap_limit, (
+            f"{gap * 1000:.1f} ms between chunks {where} and {where + 1} reaching the recorder (limit: chunk "
+            f"{spec_chunk_s * 1000:.0f} ms + frame {FRAME_S * 1000:.0f} ms + scheduling delay {allowance * 1000:.0f} ms"
+            f" + lead {lead_allowance * 1000:.0f} ms)")
         limit = sup.heartbeat_timeout_s * (sig == signal.SIGSTOP) + max(sup.restart_backoff_s) + sup.init_timeout_s
         assert back_s <= limit, f"speech came back {back_s:.1f} s after the {sig.name}, limit {limit:.1f} s"
         restarting = [r.getMessage() for r in caplog.records if "engine restarting" in r.getMessage()]
@@ -155,7 +161,7 @@ def test_hung_worker_is_detected_by_the_heartbeat_watchdog_and_replaced(caplog: 
 @pytest.mark.timeout(150)  # two torch worker starts, each allowed TINY's init timeout
 def test_kill_9_with_the_tiny_diffusion_engine(caplog: pytest.LogCaptureFixture) -> None:
     pytest.importorskip("torch")
-    _kill_and_check(signal.SIGKILL, "SIGKILL", caplog, raw_gap=False, **TINY)
+    _kill_and_check(signal.SIGKILL, "SIGKILL", caplog, gap_includes_lead=True, **TINY)
 
 
 def test_realtime_file_session_ends_cleanly_in_a_worker() -> None:
