@@ -273,7 +273,10 @@ def fake_release(tmp_path):
         sys.path.remove(str(root))
 
 
-def test_adapter_runs_the_release_path_with_random_weights(fake_release, tiny_run):
+def test_compare_reference_adapter_only_against_a_fake_release(fake_release, tiny_run):
+    """ADAPTER TEST against a fake of the released code (tests/engine/bench_fake_release.py): it checks that
+    ``--compare-reference`` drives the release's entry points with our settings and reports a comparison. It does
+    not verify the official code's speed or outputs; that needs a local clone of it on a GPU."""
     pytest.importorskip("pyloudnorm")
     from engine.bench.reference import compare, format_comparison, measure_release
 

@@ -44,6 +44,8 @@ def test_a_session_embeds_the_prompt_once_for_all_steps_and_chunks() -> None:
     session = engine.start_session(SessionRequest(session_id="s", avatar=None, seed=1))
     session.push_audio(np.zeros(3 * engine.spec.samples_per_chunk, dtype=np.float32))
     chunks = [session.next_chunk() for _ in range(2)]
-    assert all(c is not None for c in chunks)
+    spec = engine.spec
+    assert [c.first_frame for c in chunks] == [0, spec.frames_per_chunk]  # two real chunks, one after the other
+    assert all(c.frames.shape == (spec.frames_per_chunk, spec.height, spec.width, 3) for c in chunks)
     assert calls["blocks"] >= 8  # 4 steps x 2 chunks ran through the DiT
     assert calls["text"] == 1  # ... with the prompt embedded once, when the session started

@@ -5,6 +5,7 @@ Skips with the reason when obs or Xvfb is missing, unless REQUIRE_OBS=1 (CI) mak
 from __future__ import annotations
 
 import base64
+import dataclasses
 import io
 import logging
 import threading
@@ -200,7 +201,8 @@ def test_obs_restart_reconnects_and_rebinds(obs: HeadlessObs) -> None:
 
 def test_the_daemon_creates_the_source_and_obs_shows_its_avatar(obs: HeadlessObs) -> None:
     """The whole path: `soulx-live run` with sinks.obs enabled (lite engine in its worker process, real-time
-    speech file) creates the OBS source itself; OBS's screenshot matches what the engine made."""
+    speech file) creates the OBS source itself; OBS's screenshot matches what the engine made, and then follows a
+    colour change made to the frames on their way in (a live feed, not a stale picture that happens to match)."""
     import sys
 
     sys.path.insert(0, str(Path(__file__).parents[1] / "daemon"))
@@ -223,11 +225,16 @@ def test_the_daemon_creates_the_source_and_obs_shows_its_avatar(obs: HeadlessObs
 
             def __init__(self, inner: ObsSink) -> None:
                 self.inner, self.name, self.queue_chunks = inner, inner.name, inner.queue_chunks
+                self.colour: tuple[int, int, int] | None = None  # paints the top half of every frame from now on
 
             def open(self, spec: ChunkSpec) -> None:
                 self.inner.open(spec)
 
             def write(self, chunk: FrameChunk) -> None:
+                if self.colour is not None:
+                    frames = np.array(chunk.frames)
+                    frames[:, : H // 2] = self.colour
+                    chunk = dataclasses.replace(chunk, frames=frames)
                 seen.extend(chunk.frames[-2:])
                 del seen[:-40]
                 self.inner.write(chunk)
@@ -238,7 +245,13 @@ def test_the_daemon_creates_the_source_and_obs_shows_its_avatar(obs: HeadlessObs
             def close(self) -> None:
                 self.inner.close()
 
-        daemon = Daemon(config, sink_factory=lambda cfg: [Tap(s) for s in build_sinks(cfg)])
+        taps: list[Tap] = []
+
+        def sinks(cfg: object) -> list[Tap]:
+            taps.extend(Tap(s) for s in build_sinks(cfg))  # type: ignore[arg-type]
+            return taps
+
+        daemon = Daemon(config, sink_factory=sinks)
         runner = DaemonThread(daemon).start()
         c = ObsConnection("127.0.0.1", obs.port, obs.password, 3.0)
         try:
@@ -251,6 +264,13 @@ def test_the_daemon_creates_the_source_and_obs_shows_its_avatar(obs: HeadlessObs
                 return errors[-1] < 6.0
 
             wait_for(avatar_shown, 10, "the daemon's avatar frames in OBS's screenshot")
+            taps[0].colour = (255, 0, 255)
+
+            def colour_shown() -> bool:
+                top = screenshot(c, "daemon avatar")[: H // 2 - 2].reshape(-1, 3).mean(0)
+                return bool(np.abs(top - (255, 0, 255)).max() < 12)
+
+            wait_for(colour_shown, 5, "the colour change through the daemon (a live feed, not a stale picture)")
         finally:
             c.close()
             runner.stop()
