@@ -112,6 +112,9 @@ class Daemon:
         finally:
             self.lifecycle.close()
             self.threads.join_all(JOIN_S)
+            if self._engine_running():
+                self.driver.abort()  # no engine process may outlive the daemon
+                self.threads.join_all(JOIN_S)
             self.hub.close()
             restore()
         if self._startup_error is not None:
@@ -123,6 +126,7 @@ class Daemon:
     def request_stop(self, reason: str = "stop requested") -> None:
         """Begin the drain (thread-safe; what the first signal and ``StopRequest`` do)."""
         if self.lifecycle.advance(Phase.DRAINING):
+            self.lifecycle.drain_deadline = time.monotonic() + self.config.supervisor.shutdown_grace_s
             log.info("%s: stopping intake and draining", reason)
             self.session.counters.detail = "draining"
             intake = self.driver.intake
@@ -257,7 +261,9 @@ class Daemon:
 
     def _drain(self) -> None:
         grace_s = self.config.supervisor.shutdown_grace_s
-        deadline = time.monotonic() + grace_s
+        if self.lifecycle.drain_deadline is None:  # the session ended on its own (a file source finished)
+            self.lifecycle.drain_deadline = time.monotonic() + grace_s
+        deadline = self.lifecycle.drain_deadline
         while time.monotonic() < deadline and not self._outputs_done():
             self._poll_signals()
             time.sleep(POLL_S)

@@ -80,6 +80,10 @@ class WorkerEngine:
         """Staged stop of the worker (Shutdown, drain, SIGTERM, SIGKILL)."""
         self.supervisor.close(grace_s)
 
+    def kill_now(self) -> None:
+        """SIGKILL the worker's process group now (the daemon is exiting and the staged close has not finished)."""
+        self.supervisor.kill_now()
+
     # -- session ---------------------------------------------------------------------------------
 
     def start_session(self, session_id: str, *, seed: int, prompt: str, avatar: Path | None) -> None:

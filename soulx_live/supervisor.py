@@ -58,6 +58,7 @@ log = logging.getLogger(__name__)
 
 POLL_S = 0.01
 TERM_WAIT_S = 2.0  # after SIGTERM, before SIGKILL
+UNRESPONSIVE_S = 3.0  # no heartbeat for this long at close time (they come at least every second): kill at once
 EXIT_WAIT_S = 3.0  # after ShutdownAck, for the worker to close its sockets and exit
 CTRL_HWM = 64  # control messages ZeroMQ holds for the worker before sends fail (then EngineClient queues)
 DEFAULT_ARGV = (sys.executable, "-m", "soulx_live.worker")
@@ -336,6 +337,14 @@ class Supervisor:
             raise SupervisorError(f"the engine worker is not ready ({self.state}: {self.detail})")
         return self.spec
 
+    def kill_now(self) -> None:
+        """SIGKILL the worker's whole process group at once (any thread): the last resort when the daemon must exit
+        and the staged close has not finished, so no process of the group outlives the daemon (a stopped or hung
+        worker would otherwise stay behind, re-parented, forever)."""
+        child = self._child
+        if child is not None:
+            _signal_group(child.proc, signal.SIGKILL)
+
     def close(self, grace_s: float | None = None) -> None:
         """Staged stop of the worker (Shutdown -> ShutdownAck -> SIGTERM -> SIGKILL); joins the thread."""
         if grace_s is not None:
@@ -532,7 +541,12 @@ class Supervisor:
 
     def _staged_close(self, events: zmq.Socket, ctrl: zmq.Socket) -> None:
         child = self._child
-        if child is not None and child.proc.poll() is None and child.ready:
+        silent_s = time.monotonic() - child.last_heartbeat if child is not None else 0.0
+        if child is not None and child.proc.poll() is None and silent_s > UNRESPONSIVE_S:
+            # a hung or stopped worker will neither acknowledge Shutdown nor handle SIGTERM: do not wait for it
+            log.warning("engine worker silent for %.1f s; killing it instead of waiting for a clean shutdown", silent_s)
+            self._kill_child(dump_stacks=True)
+        elif child is not None and child.proc.poll() is None and child.ready:
             self.client.flush(ctrl)
             try:
                 ctrl.send(p.encode(p.Shutdown(reason="daemon stopping")), flags=zmq.NOBLOCK)

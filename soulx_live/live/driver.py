@@ -76,6 +76,9 @@ class EngineDriver(Protocol):
 
     def view(self) -> EngineView: ...
 
+    def abort(self) -> None:
+        """The daemon is exiting now: end whatever of the engine is still running (no orphan survives it)."""
+
     @property
     def pid(self) -> int | None: ...
 
@@ -116,6 +119,9 @@ class DriverBase:
         parts.session.counters.audio_dropped = intake.dropped + dropped_elsewhere
         parts.push.report_played(parts.session.played_samples())
         parts.metrics.observe("set_queue_depth", "intake_samples", intake.buffered)
+
+    def abort(self) -> None:
+        """Nothing outlives an in-process engine: its threads end with the daemon."""
 
     @property
     def memory(self) -> tuple[float, int]:

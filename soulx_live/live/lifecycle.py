@@ -16,6 +16,7 @@ from __future__ import annotations
 import enum
 import logging
 import threading
+import time
 
 __all__ = ["Lifecycle", "Phase"]
 
@@ -49,6 +50,7 @@ class Lifecycle:
         self._changed = threading.Condition()
         self.failed = False
         self.started = False  # the session reached running once (a later failure is not a startup error)
+        self.drain_deadline: float | None = None  # monotonic time the drain must be over by (set when it begins)
 
     @property
     def phase(self) -> Phase:
@@ -73,6 +75,14 @@ class Lifecycle:
         """Walk forward to ``stopped`` from wherever the run is (the end of ``Daemon.run``)."""
         for phase in (Phase.DRAINING, Phase.CLOSING, Phase.STOPPED):
             self.advance(phase)
+
+    def drain_left_s(self, default_s: float) -> float:
+        """Seconds left until the drain deadline (``default_s`` before a drain began; 0 once closing)."""
+        if self.closing:
+            return 0.0
+        if self.drain_deadline is None:
+            return default_s
+        return max(0.0, self.drain_deadline - time.monotonic())
 
     @property
     def stopping(self) -> bool:

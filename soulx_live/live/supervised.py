@@ -46,6 +46,7 @@ class SupervisedDriver(DriverBase):
     def __init__(self, parts: RunParts) -> None:
         super().__init__(parts)
         self.worker: WorkerEngine | None = None  # set once the session runs (under the epoch lock)
+        self._process: WorkerEngine | None = None  # the worker from its spawn to its close (for abort)
         self._engine_rss_mb = 0.0  # the worker's RSS from the memory watch
         self._engine_gpu_mb = 0  # the worker's CUDA memory from its heartbeats
 
@@ -71,6 +72,12 @@ class SupervisedDriver(DriverBase):
         return EngineView(chunks=chunks, frames=frames, restarts=worker.restarts, state=state,
                           note=self.parts.fanout.engine_note[0])
 
+    def abort(self) -> None:
+        process = self._process
+        if process is not None:
+            log.warning("the engine worker is still closing as the daemon exits; killing its process group")
+            process.kill_now()
+
     @property
     def pid(self) -> int | None:
         return self.worker.pid if self.worker is not None else None
@@ -90,6 +97,7 @@ class SupervisedDriver(DriverBase):
         parts.fanout.sinks = parts.sink_factory(config)
         worker = WorkerEngine(config, subscribers=len(parts.fanout.sinks), on_state=self._on_engine_state,
                               health_checks=[self._memory_check()], on_progress=self._on_progress)
+        self._process = worker
         parts.fanout.start(worker.frames_address, hold=True)
         try:
             log.info("starting the %s engine in a worker process", config.engine.kind)
@@ -116,8 +124,9 @@ class SupervisedDriver(DriverBase):
             parts.session.mark_ended()
             parts.fanout.await_done()
             parts.push.stop()
-            worker.close(config.supervisor.shutdown_grace_s)
-            self.worker = None
+            # whatever is left of the drain (all of it when the session ended on its own), never more
+            worker.close(parts.lifecycle.drain_left_s(config.supervisor.shutdown_grace_s))
+            self.worker = self._process = None
 
     def _feed(self, worker: WorkerEngine, intake: AudioIntake) -> None:
         """Move audio from the ring to the worker until intake ends; fail if the worker cannot be kept up."""
