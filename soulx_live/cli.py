@@ -107,6 +107,10 @@ def _extra_command_modules() -> list[object]:
     return [importlib.import_module(f"soulx_live.commands.{name}") for name in EXTRA_COMMANDS]
 
 
+# Keys whose values are secrets: never accepted from the command line (readable by any local user).
+SECRET_KEYS = frozenset({"push.token"})
+
+
 def parse_overrides(items: Sequence[str]) -> dict[str, str]:
     """``["a.b=1", "c=x"]`` -> ``{"a.b": "1", "c": "x"}`` (values are parsed by the config loader)."""
     out: dict[str, str] = {}
@@ -114,6 +118,10 @@ def parse_overrides(items: Sequence[str]) -> dict[str, str]:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             raise UsageError(f"--set expects KEY=VALUE (e.g. --set engine.seed=3), got {item!r}")
+        if key.strip() in SECRET_KEYS:  # the value is not echoed: it is the secret
+            raise UsageError(f"--set {key.strip()}=... is refused: a command line is visible to every local user "
+                             "(ps, /proc). Give the token in a file, --set push.token_file=PATH (mode 0600), or in "
+                             "the environment, SOULX_PUSH__TOKEN=... (or push.token in the config file)")
         out[key.strip()] = value
     return out
 

@@ -214,8 +214,22 @@ class PushConfig(_Section):
     http_enabled: bool = False
     http_host: str = "127.0.0.1"
     http_port: int = Field(47880, ge=0, le=65535)  # 0: any free port (logged)
-    token: SecretStr | None = None  # null: generated at start, written to <runtime_dir>/push.token (0600)
+    http_timeout_s: float = Field(10.0, gt=0)  # a client's time to send its headers, and again its body
+    # The token: the config file or SOULX_PUSH__TOKEN, or a file (token_file); never --set, which every
+    # local user sees in the process list. Neither: generated at start into <runtime_dir>/push.token (0600).
+    token: SecretStr | None = None
+    token_file: Path | None = None  # a file holding the token (first line); keep it mode 0600
     max_packet_s: float = Field(30.0, gt=0)  # longest PCM packet accepted
+    max_queued_s: float = Field(120.0, gt=0)  # pushed audio waiting to play, at most; more: 429 queue_full
+
+    @model_validator(mode="after")
+    def _one_token_source(self) -> PushConfig:
+        if self.token is not None and self.token_file is not None:
+            raise ValueError("set push.token or push.token_file, not both")
+        if self.max_queued_s < self.max_packet_s:
+            raise ValueError(f"push.max_queued_s ({self.max_queued_s:g}) is below push.max_packet_s "
+                             f"({self.max_packet_s:g}): a longest packet could never be queued; raise max_queued_s")
+        return self
 
 
 class MetricsConfig(_Section):

@@ -14,7 +14,9 @@
 - ``on_played`` (called by the daemon with the sinks' progress) drives ``started``/``finished``.
 
 Bad input (NaN, integer samples, wrong shape, empty, too long) raises ``ValueError``/``TypeError``
-naming the problem; the server answers the client with it and the session goes on.
+naming the problem; the server answers the client with it and the session goes on. Pushed audio waiting
+to play is capped at ``push.max_queued_s``: a push beyond it raises ``QueueFullError`` (429 ``queue_full``)
+saying how much is queued, so a client cannot make the daemon hold unbounded audio.
 """
 from __future__ import annotations
 
@@ -33,6 +35,11 @@ from soulx_live.config import SoulxConfig
 __all__ = ["PushBridge", "make_tracker"]
 
 log = logging.getLogger(__name__)
+
+try:
+    from soulx_live.push.handler import QueueFullError
+except ImportError:  # a build without the push package: the server that maps it to a 429 is missing too
+    QueueFullError = ValueError  # type: ignore[misc,assignment]
 
 
 class Tracker(Protocol):
@@ -96,6 +103,7 @@ class PushBridge:
         self.tracker = tracker
         self.sample_rate = source.sample_rate
         self.max_samples = int(config.push.max_packet_s * self.sample_rate)
+        self.max_queued = int(config.push.max_queued_s * self.sample_rate)
         self.pushed = 0  # utterances accepted
         self.rejected = 0  # pushes refused as bad input
         self._interrupt = interrupt
@@ -110,7 +118,8 @@ class PushBridge:
     def push_pcm(self, pcm: np.ndarray, *, utterance_id: str) -> Any:
         """Queue float32 mono PCM at the engine rate; returns the PushReceipt (timeline position)."""
         data = self._check(pcm, utterance_id)
-        with self._lock:
+        with self._lock:  # the check and the enqueue under one lock: concurrent pushes cannot overshoot
+            self._make_room(int(data.shape[0]), utterance_id)
             start = self.source.enqueue(data)
             self.tracker.add(utterance_id, start, int(data.shape[0]))
             self.pushed += 1
@@ -122,11 +131,14 @@ class PushBridge:
         if not text.strip():
             self.rejected += 1
             raise ValueError(f"utterance {utterance_id}: nothing to say (empty text)")
+        with self._lock:  # a full queue is refused before the (slow) synthesis
+            self._make_room(0, utterance_id)
         utterance = self._synth().synthesize(text, voice)
         if utterance.sample_rate != self.sample_rate:
             raise ValueError(f"the TTS returned {utterance.sample_rate} Hz audio; the engine takes {self.sample_rate} Hz")
         data = self._check(utterance.pcm, utterance_id)
         with self._lock:
+            self._make_room(int(data.shape[0]), utterance_id)
             start = self.source.enqueue(data)
             self.tracker.add(utterance_id, start, int(data.shape[0]))
             self.pushed += 1
@@ -170,9 +182,22 @@ class PushBridge:
                                  f"push.max_packet_s={self.config.push.max_packet_s:g} s per push (split it)")
         except (ValueError, TypeError) as exc:
             self.rejected += 1
-            log.warning("push %s rejected: %s", utterance_id, exc)
+            log.debug("push %s rejected: %s", utterance_id, exc)  # the server logs it (rate-limited, quoted)
             raise type(exc)(f"utterance {utterance_id}: {exc}") from None
         return data
+
+    def _make_room(self, n: int, utterance_id: str) -> None:
+        """Raise QueueFullError when ``n`` more samples would queue more than ``push.max_queued_s`` (lock held)."""
+        queued = int(self.source.queued_samples)
+        if queued + n <= self.max_queued and (n > 0 or queued < self.max_queued):
+            return
+        self.rejected += 1
+        rate = self.sample_rate
+        wait_s = (queued + n - self.max_queued) / rate
+        raise QueueFullError(f"utterance {utterance_id}: {queued / rate:.1f} s of pushed audio are queued already and "
+                             f"this adds {n / rate:.1f} s; at most push.max_queued_s="
+                             f"{self.config.push.max_queued_s:g} s may wait. Push again in {max(wait_s, 0.1):.1f} s "
+                             "(it plays in real time; watch for 'finished' events) or interrupt")
 
     def _synth(self) -> Any:
         if self._tts is None:

@@ -19,8 +19,10 @@ import zmq
 from soulx_live.config import SoulxConfig
 from soulx_live.runtime_dir import endpoint
 
-from . import messages as wire  # the wire messages, named wire.X: the client builds requests, reads replies
-from .token import load_token, token_path
+from . import (
+    messages as wire,  # the wire messages, named wire.X: the client builds requests, reads replies
+)
+from .token import TokenFileError, load_token, token_path
 from .utterances import SpeechEvent
 
 __all__ = ["PushClient", "PushError", "PushUnavailable"]
@@ -55,7 +57,10 @@ class PushClient:
         self.timeout_s = timeout_s
         if self.address.startswith("ipc://") and not Path(self.address[6:]).exists():
             raise PushUnavailable(f"no daemon's push API at {self.address}; {START_HINT}")
-        token = token if token is not None else load_token(config)
+        try:
+            token = token if token is not None else load_token(config)
+        except TokenFileError as exc:
+            raise PushUnavailable(str(exc)) from None
         if token is None:
             raise PushUnavailable(f"no push token: {token_path(config)} does not exist and push.token is not set; "
                                   f"is the daemon running? {START_HINT}")

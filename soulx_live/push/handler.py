@@ -6,7 +6,12 @@ from typing import Protocol
 
 import numpy as np
 
-__all__ = ["PushHandler", "PushReceipt"]
+__all__ = ["PushHandler", "PushReceipt", "QueueFullError"]
+
+
+class QueueFullError(ValueError):
+    """The handler holds as much pushed audio as it may (``push.max_queued_s``); the client gets a 429
+    ``queue_full`` with this message and should wait for ``finished`` events or interrupt."""
 
 
 @dataclass(frozen=True)
@@ -20,7 +25,7 @@ class PushReceipt:
 
 class PushHandler(Protocol):
     """Called from the server's worker threads (must be thread-safe). Bad input raises ValueError/TypeError
-    with a message for the client; the session goes on."""
+    with a message for the client (QueueFullError when too much audio waits already); the session goes on."""
 
     def push_pcm(self, pcm: np.ndarray, *, utterance_id: str) -> PushReceipt:
         """Queue float32 mono PCM at 16 kHz (the server has converted and resampled it)."""

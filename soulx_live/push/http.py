@@ -11,13 +11,16 @@ Routes (all need ``Authorization: Bearer <token>``; ``/v1/events`` also takes ``
   ``{"type": "format", "format": "s16le", "rate": 24000, "channels": 1}`` and then binary PCM frames,
   and ``{"type": "say"|"interrupt"|"status", ...}``; each gets a JSON reply on the same socket.
 
-Errors: ``{"type": "ErrorReply", "code", "message"}`` with 400 (bad input), 401 (token), 413 (too large),
-500 (daemon failure). Bodies over the byte cap are refused from Content-Length before they are read.
+Errors: ``{"type": "ErrorReply", "code", "message"}`` with 400 (bad input), 401 (token), 408 (the body did not
+arrive in time), 413 (too large), 429 (too much audio queued), 500 (daemon failure). Bodies over the byte cap
+are refused from Content-Length before they are read. A client gets ``push.http_timeout_s`` to send its
+request headers and again its body, then the connection is closed (slow clients cannot hold sockets).
+Nothing from the network reaches the log unquoted (:mod:`soulx_live.push.log_safe`), and failed requests
+are logged once per kind and interval with a count of the repeats.
 """
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import threading
 from typing import Any
@@ -28,13 +31,29 @@ from aiohttp import WSMsgType, web
 from soulx_live.netaddr import is_loopback_host
 
 from .core import HTTP_STATUS, PushCore
-from .messages import ErrorReply, MessageError, Reply, SpeechEventMsg, request_from_json
+from .log_safe import RateLimitedLog, quoted
+from .messages import (
+    MAX_JSON_BYTES,
+    ErrorReply,
+    MessageError,
+    Reply,
+    SpeechEventMsg,
+    json_object,
+    request_from_json,
+)
 from .pcm import PcmError, PcmSpec, check_spec, parse_wav
 
 __all__ = ["PushHttpServer"]
 
 log = logging.getLogger(__name__)
+# aiohttp's own per-connection errors (unparsable request lines, ...): summarised, rate-limited, no traceback
+# below DEBUG. One filter for the process: these are rare, and tests start servers one after another.
+_server_log = logging.getLogger(f"{__name__}.server")
+_server_log.addFilter(RateLimitedLog(_server_log))
 
+_JSON_CHARSETS = frozenset({None, "utf-8", "utf8", "us-ascii", "ascii"})  # JSON is UTF-8 (RFC 8259)
+_SAY_READ_BYTES = 16 * MAX_JSON_BYTES
+_LINGER_S = 2.0  # after an early answer (413, 408), read and drop the rest of a body this long, then close
 _WS_TYPES = {"say": "SayRequest", "interrupt": "InterruptRequest", "status": "StatusRequest"}
 _QUEUE_MAX = 256
 
@@ -49,11 +68,14 @@ def _error(code: str, message: str) -> web.Response:
 
 
 class PushHttpServer:
-    def __init__(self, core: PushCore, host: str, port: int, max_bytes: int) -> None:
+    """``timeout_s``: time a client has to send its request headers, and again its body."""
+
+    def __init__(self, core: PushCore, host: str, port: int, max_bytes: int, *, timeout_s: float = 10.0) -> None:
         self.core = core
         self.host = host
         self.port = port
         self.max_bytes = max_bytes
+        self.timeout_s = timeout_s
         self.url: str | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._runner: web.AppRunner | None = None
@@ -127,7 +149,11 @@ class PushHttpServer:
         app.router.add_post("/v1/interrupt", self._interrupt)
         app.router.add_get("/v1/status", self._status)
         app.router.add_get("/v1/events", self._events)
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        # keepalive_timeout also bounds the wait for a request's headers: aiohttp closes a connection whose
+        # next request is not complete by then (it has no separate header timeout)
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False, logger=_server_log,
+                                     keepalive_timeout=self.timeout_s,
+                                     lingering_time=min(_LINGER_S, self.timeout_s))
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port)
         await site.start()
@@ -151,21 +177,45 @@ class PushHttpServer:
         elif request.path == "/v1/events":
             given = request.query.get("token")
         if not self.core.authorized(given):
-            log.warning("push HTTP %s %s rejected: missing or wrong token", request.method, request.path)
+            self.core.limited.warning("unauthorized", "push HTTP %s %s rejected: missing or wrong token",
+                                      quoted(request.method, 16), quoted(request.path))
             return _response(self.core.unauthorized())
         if request.content_length is not None and request.content_length > self.max_bytes:
-            return _error("too_large", f"the body is {request.content_length} bytes; at most {self.max_bytes} "
-                                       f"(push.max_packet_s={self.core.max_packet_s:g} s of audio per request)")
+            return self._reject("too_large", f"the body is {request.content_length} bytes; at most {self.max_bytes} "
+                                             f"(push.max_packet_s={self.core.max_packet_s:g} s of audio per request)")
         try:
             return await handler(request)
         except web.HTTPRequestEntityTooLarge:
-            return _error("too_large", f"the body is larger than {self.max_bytes} bytes; split the audio")
+            return self._reject("too_large", f"the body is larger than {self.max_bytes} bytes; split the audio")
+        except _BodyTimeout:
+            return self._reject("timeout", f"the request body did not arrive within push.http_timeout_s="
+                                           f"{self.timeout_s:g} s; send it at once", close=True)
+        except (ConnectionError, asyncio.CancelledError):
+            raise  # the client left; aiohttp drops the connection quietly
+        except Exception as exc:  # noqa: BLE001 - any other failure is a named 500, logged once per kind
+            self.core.limited.warning("failed", "push HTTP %s %s failed", quoted(request.method, 16),
+                                      quoted(request.path), exc=exc)
+            return _error("failed", f"the daemon failed on this request ({type(exc).__name__}); see its log")
+
+    def _reject(self, code: str, message: str, *, close: bool = False) -> web.Response:
+        resp = _response(self.core.reject(code, message))
+        if close:
+            resp.force_close()
+        return resp
+
+    async def _body(self, request: web.Request) -> bytes:
+        """The whole body, or :class:`_BodyTimeout` once ``timeout_s`` has passed (a slow-loris body)."""
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                return await request.read()
+        except TimeoutError:
+            raise _BodyTimeout from None
 
     async def _run(self, fn: Any, *args: Any) -> Reply:
         return await asyncio.get_running_loop().run_in_executor(None, fn, *args)
 
     async def _audio(self, request: web.Request) -> web.Response:
-        body = await request.read()
+        body = await self._body(request)
         q = request.query
         try:
             if request.content_type in ("audio/wav", "audio/x-wav", "audio/wave") or body[:4] == b"RIFF":
@@ -177,15 +227,24 @@ class PushHttpServer:
                 spec = PcmSpec(q.get("format", "s16le"), int(q["rate"]), int(q.get("channels", "1")))
                 data = memoryview(body)
         except PcmError as exc:
-            return _error(exc.code, str(exc))
+            return self._reject(exc.code, str(exc))
         except ValueError:
-            return _error("bad_audio", "rate and channels must be integers, e.g. ?rate=24000&channels=1")
+            return self._reject("bad_audio", "rate and channels must be integers, e.g. ?rate=24000&channels=1")
         return _response(await self._run(self.core.push_pcm, spec, data, q.get("utterance_id")))
 
     async def _say(self, request: web.Request) -> web.Response:
-        raw = await _json_body(request)
-        if isinstance(raw, web.Response):
-            return raw
+        # far too large is refused unread; up to _SAY_READ_BYTES is read so json_object names what is wrong
+        if request.content_length is not None and request.content_length > _SAY_READ_BYTES:
+            return self._reject("too_large", f"the body is {request.content_length} bytes; a say request is at most "
+                                             f"{MAX_JSON_BYTES} (split long text into several requests)")
+        charset = request.charset.lower() if request.charset else None
+        if charset not in _JSON_CHARSETS:
+            return self._reject("malformed", f"Content-Type charset {quoted(charset, 40)} is not supported: JSON is "
+                                             "UTF-8; send Content-Type: application/json (charset=utf-8 or none)")
+        try:
+            raw: object = json_object(await self._body(request))
+        except MessageError as exc:
+            return self._reject(exc.code, str(exc))
         reply = self._from_json(raw, "SayRequest")
         if isinstance(reply, ErrorReply):
             return _response(reply)
@@ -206,8 +265,7 @@ class PushHttpServer:
         try:
             return request_from_json({**raw, "type": type_name})
         except MessageError as exc:
-            self.core.rejected += 1
-            return ErrorReply(code=exc.code, message=str(exc))
+            return self.core.reject(exc.code, str(exc))
 
     async def _events(self, request: web.Request) -> web.StreamResponse:
         ws = web.WebSocketResponse(max_msg_size=self.max_bytes, heartbeat=20)
@@ -238,10 +296,10 @@ class PushHttpServer:
 
     async def _ws_text(self, text: str, spec: PcmSpec | None) -> tuple[PcmSpec | None, Reply | None]:
         try:
-            raw = json.loads(text)
-        except ValueError as exc:
-            return spec, ErrorReply(code="malformed", message=f"not JSON: {exc}")
-        if not isinstance(raw, dict) or "type" not in raw:
+            raw = json_object(text)
+        except MessageError as exc:
+            return spec, self.core.reject(exc.code, str(exc))
+        if "type" not in raw:
             return spec, ErrorReply(code="malformed", message='a command is a JSON object with a "type": '
                                                               'format, say, interrupt or status')
         if raw["type"] == "format":
@@ -250,7 +308,7 @@ class PushHttpServer:
                 check_spec(new)
             except (KeyError, TypeError, ValueError) as exc:
                 msg = str(exc) if isinstance(exc, PcmError) else 'format needs "rate" (Hz) and integer "channels"'
-                return spec, ErrorReply(code="bad_audio", message=msg)
+                return spec, self.core.reject("bad_audio", msg)
             return new, None
         raw = {**raw, "type": _WS_TYPES.get(raw["type"], raw["type"])}
         if raw["type"] == "PushPcm":
@@ -258,8 +316,7 @@ class PushHttpServer:
         try:
             req = request_from_json(raw)
         except MessageError as exc:
-            self.core.rejected += 1
-            return spec, ErrorReply(code=exc.code, message=str(exc))
+            return spec, self.core.reject(exc.code, str(exc))
         return spec, await self._run(self._handle, req)
 
     async def _pump(self, ws: web.WebSocketResponse, queue: asyncio.Queue[str | None]) -> None:
@@ -283,9 +340,5 @@ def _offer(queue: asyncio.Queue[str | None], item: str | None) -> None:
         queue.put_nowait(item)
 
 
-async def _json_body(request: web.Request) -> object:
-    text = await request.text()
-    try:
-        return json.loads(text)
-    except ValueError as exc:
-        return _error("malformed", f"the body is not JSON ({exc}); send e.g. {{\"text\": \"hello\"}}")
+class _BodyTimeout(Exception):
+    """The request body did not arrive within ``push.http_timeout_s``."""

@@ -7,6 +7,7 @@ The HTTP/WebSocket transport uses the same field names in JSON.
 """
 from __future__ import annotations
 
+import re
 from typing import Any, Literal
 
 import msgspec
@@ -31,6 +32,7 @@ __all__ = [
     "decode_reply",
     "decode_request",
     "encode",
+    "json_object",
 ]
 
 PUSH_VERSION = 1
@@ -38,7 +40,10 @@ EVENTS_TOPIC = b"speech"
 
 PcmFormat = Literal["s16le", "f32le"]
 ErrorCode = Literal["unauthorized", "malformed", "version", "unknown_type", "bad_audio", "too_large",
-                    "bad_request", "failed"]
+                    "bad_request", "queue_full", "timeout", "failed"]
+
+MAX_JSON_BYTES = 65536  # a command is a small flat object; say's text is at most 5000 characters
+MAX_JSON_DEPTH = 16  # requests are flat; the cap is checked before decoding, so no nesting reaches a decoder
 
 
 class _Msg(msgspec.Struct, tag=True, tag_field="type", kw_only=True, frozen=True):
@@ -139,16 +144,66 @@ def decode_request(data: bytes | bytearray | memoryview) -> Request:
     """Parse one request header; :class:`MessageError` says what is wrong with it."""
     try:
         msg = _req_decoder.decode(data)
+    except RecursionError:  # a request is a flat map; deep nesting is garbage, not a daemon failure
+        raise MessageError("malformed", f"the msgpack header ({len(data)} bytes) nests too deep; a request is a "
+                                        "flat map like {'type': 'SayRequest', 'text': '...'}") from None
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
         try:
             raw = msgspec.msgpack.decode(data)
-        except msgspec.DecodeError:
+        except (msgspec.DecodeError, RecursionError):
             raise MessageError("malformed", f"not a msgpack request ({len(data)} bytes): {exc}") from None
         check_map(raw)
         raise MessageError("malformed", f"invalid {raw['type']}: {exc}") from None
     if msg.v != PUSH_VERSION:
         check_map({"type": type(msg).__name__, "v": msg.v})
     return msg
+
+
+_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
+_JSON_BRACKET = re.compile(rb"[\[\]{}]")
+_HINT = 'send one flat JSON object, e.g. {"text": "hello"}'
+
+
+def json_depth(data: bytes, stop_above: int) -> int:
+    """How deep ``data``'s arrays/objects nest (brackets inside strings do not count); counting stops once
+    past ``stop_above``, so garbage costs no more than the body's length."""
+    depth = deepest = 0
+    for m in _JSON_BRACKET.finditer(_JSON_STRING.sub(b'""', data)):
+        if m.group() in (b"[", b"{"):
+            depth += 1
+            if depth > deepest:
+                deepest = depth
+                if deepest > stop_above:
+                    break
+        else:
+            depth -= 1
+    return deepest
+
+
+def json_object(data: bytes | str) -> dict[str, Any]:
+    """One JSON object from the network (UTF-8 bytes or text), size and nesting capped before decoding;
+    :class:`MessageError` names what is wrong and what to send instead."""
+    raw = data.encode("utf-8", "surrogatepass") if isinstance(data, str) else bytes(data)
+    # nesting first (on a bounded prefix: cheap whatever the size), so a nesting attack is named as such
+    if json_depth(raw[:MAX_JSON_BYTES], MAX_JSON_DEPTH) > MAX_JSON_DEPTH:
+        raise MessageError("malformed", f"the JSON nests deeper than {MAX_JSON_DEPTH} levels; {_HINT}")
+    if len(raw) > MAX_JSON_BYTES:
+        raise MessageError("too_large", f"the JSON is {len(raw)} bytes; at most {MAX_JSON_BYTES} "
+                                        "(split long text into several say requests)")
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise MessageError("malformed", f"the body is not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset "
+                                        f"{exc.start}); encode the JSON as UTF-8 and {_HINT}") from None
+    try:
+        value = msgspec.json.decode(raw)
+    except RecursionError:  # the depth check makes this unreachable; kept so no input becomes a 500
+        raise MessageError("malformed", f"the JSON nests too deep; {_HINT}") from None
+    except msgspec.DecodeError as exc:
+        raise MessageError("malformed", f"not JSON ({exc}); {_HINT}") from None
+    if not isinstance(value, dict):
+        raise MessageError("malformed", f"the body must be a JSON object, not {type(value).__name__}; {_HINT}")
+    return value
 
 
 def request_from_json(raw: object) -> Request:

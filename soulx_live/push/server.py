@@ -23,7 +23,6 @@ from .core import PushCore
 from .handler import PushHandler
 from .messages import (
     EVENTS_TOPIC,
-    ErrorReply,
     MessageError,
     Reply,
     SpeechEventMsg,
@@ -47,6 +46,8 @@ class PushServer:
         self.token = resolve_token(config)
         if config.push.token is not None:
             hint = "send the push.token of the daemon's config"
+        elif config.push.token_file is not None:
+            hint = f"send the token in the daemon's push.token_file ({config.push.token_file})"
         else:
             hint = f"the daemon wrote it at start to {token_path(config)} (readable by its user only)"
         self.core = PushCore(handler, self.token, max_packet_s=config.push.max_packet_s, token_hint=hint)
@@ -89,7 +90,8 @@ class PushServer:
         if self.config.push.http_enabled:
             from .http import PushHttpServer
 
-            http = PushHttpServer(self.core, self.config.push.http_host, self.config.push.http_port, self.max_bytes)
+            push = self.config.push
+            http = PushHttpServer(self.core, push.http_host, push.http_port, self.max_bytes, timeout_s=push.http_timeout_s)
             self.http_url = http.start()
             self._http = http
         log.info("push API listening on %s (events %s)%s", self.zmq_address, self.events_address,
@@ -115,7 +117,7 @@ class PushServer:
 
     def _remove_token_file(self) -> None:
         """A generated token dies with the server (a later client then hears "no daemon", not a timeout)."""
-        if self.config.push.token is not None:
+        if self.config.push.token is not None or self.config.push.token_file is not None:
             return
         path = token_path(self.config)
         try:
@@ -162,34 +164,34 @@ class PushServer:
                     self._on_request(self._router.recv_multipart(copy=False))
             except zmq.ContextTerminated:
                 return
-            except Exception:
-                log.exception("push server: request handling failed; going on")
+            except Exception as exc:  # noqa: BLE001 - one bad message must not stop the socket thread
+                self.core.limited.warning("zmq-loop", "push server: request handling failed; going on", exc=exc)
 
     def _on_request(self, frames: list[zmq.Frame]) -> None:
         try:
             split = next(i for i, f in enumerate(frames) if len(f) == 0)
         except StopIteration:
-            log.warning("push: dropping a message without an envelope (use a REQ or DEALER socket)")
+            self.core.limited.warning("no-envelope", "push: dropping a message without an envelope "
+                                                     "(use a REQ or DEALER socket)")
             return
         envelope = [f.bytes for f in frames[:split + 1]]
         body = frames[split + 1:]
         if not body:
-            self._send(envelope, ErrorReply(code="malformed", message="empty request: send a header frame"))
+            self._send(envelope, self.core.reject("malformed", "empty request: send a header frame"))
             return
         try:
             req = decode_request(body[0].buffer)
         except MessageError as exc:
-            self.core.rejected += 1
-            log.warning("push request rejected (%s): %s", exc.code, exc)
-            self._send(envelope, ErrorReply(code=exc.code, message=str(exc)))
+            self._send(envelope, self.core.reject(exc.code, str(exc)))
             return
         if not self.core.authorized(req.token):
-            log.warning("push request %s rejected: missing or wrong token", type(req).__name__)
+            self.core.limited.warning("unauthorized", "push request %s rejected: missing or wrong token",
+                                      type(req).__name__)
             self._send(envelope, self.core.unauthorized())
             return
         if len(body) > 2:
-            self._send(envelope, ErrorReply(code="malformed", message=f"{len(body)} frames; send [header] or "
-                                                                       "[header, pcm bytes]"))
+            self._send(envelope, self.core.reject("malformed", f"{len(body)} frames; send [header] or "
+                                                               "[header, pcm bytes]"))
             return
         pcm = body[1].buffer if len(body) == 2 else None
         self._pool.submit(self._work, envelope, req, pcm)
