@@ -275,6 +275,7 @@ Message = Union[
     PhonemesIn, Interrupt, StopSession, Shutdown, ShutdownAck, EngineError, StatusRequest, StatusReply, StopRequest, Ack,
 ]
 
+MAX_MESSAGE_BYTES = 4 << 20  # the largest encoded message accepted (the biggest real one is a few KB)
 _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder(Message)
 _TYPES = frozenset(cls.__name__ for cls in Message.__args__)
@@ -286,11 +287,17 @@ def encode(msg: Message) -> bytes:
 
 
 def decode(data: bytes | bytearray | memoryview) -> Message:
-    """Parse one message; :class:`ProtocolError` for malformed bytes, an unknown type or another version."""
+    """Parse one message; :class:`ProtocolError` for malformed bytes (also oversized or nested too deeply), an
+    unknown type or another version. Never anything else, whatever the bytes: sockets take input from outside."""
+    if len(data) > MAX_MESSAGE_BYTES:
+        raise ProtocolError("malformed", f"message of {len(data)} bytes exceeds {MAX_MESSAGE_BYTES} "
+                                         "(control messages are small; audio and frames travel in their own frames)")
     try:
         msg = _decoder.decode(data)
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
         raise _diagnose(data, exc) from None
+    except RecursionError:
+        raise ProtocolError("malformed", "message nested too deeply") from None
     if msg.v != SCHEMA_VERSION:
         raise _version_error(msg.v, type(msg).__name__)
     return msg
@@ -307,6 +314,8 @@ def _diagnose(data: bytes | bytearray | memoryview, exc: Exception) -> ProtocolE
         raw = msgspec.msgpack.decode(data)
     except msgspec.DecodeError:
         return ProtocolError("malformed", f"not a msgpack message ({len(data)} bytes): {exc}")
+    except RecursionError:
+        return ProtocolError("malformed", "message nested too deeply")
     if not isinstance(raw, dict) or "type" not in raw:
         return ProtocolError("malformed", f"not a tagged message map: {type(raw).__name__}")
     if raw.get("v", SCHEMA_VERSION) != SCHEMA_VERSION:

@@ -49,6 +49,7 @@ import zmq
 from engine.interface import ChunkSpec
 from soulx_live import protocol as p
 from soulx_live.config import SoulxConfig, SupervisorConfig
+from soulx_live.log_limit import RateLimitedLog
 from soulx_live.protocol import EngineState
 from soulx_live.worker import EXIT_CONFIG, WorkerOptions
 
@@ -307,6 +308,7 @@ class Supervisor:
         self._on_state = on_state
         self.health_checks = tuple(health_checks)
         self._on_progress = on_progress  # called (supervisor thread) with each heartbeat that reports new chunks
+        self._bad_events = RateLimitedLog(log)  # messages on the events socket that were not the worker's
         self._child: _Child | None = None
         self._restart_times: deque[float] = deque()
         self._generation = 0
@@ -432,13 +434,22 @@ class Supervisor:
             return
         while True:
             try:
-                data = events.recv(flags=zmq.NOBLOCK)
+                frames = events.recv_multipart(flags=zmq.NOBLOCK)
             except zmq.Again:
                 return
+            if len(frames) != 1:
+                self._bad_events.warning("frames", "events socket: skipped a %d-frame message (the worker sends one)",
+                                         len(frames))
+                continue
             try:
-                self._on_event(p.decode(data))
+                msg = p.decode(frames[0])
             except p.ProtocolError as exc:
-                log.error("events socket: skipped a bad message from the worker: %s", exc)
+                self._bad_events.warning(exc.reason, "events socket: skipped a bad message: %s", exc)
+                continue
+            try:
+                self._on_event(msg)
+            except Exception:  # whatever arrives, the supervision goes on
+                log.exception("events socket: handling %s failed", type(msg).__name__)
 
     def _pump_stale(self, events: zmq.Socket) -> None:
         """Discard what a dead worker left on the events socket (its last heartbeats must not count

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from soulx_live import protocol
 from soulx_live.errors import DaemonError
+from soulx_live.log_limit import RateLimitedLog
 
 __all__ = ["ControlHandlers", "ControlServer"]
 
@@ -31,6 +32,7 @@ class ControlServer:
     def __init__(self, address: str, handlers: ControlHandlers) -> None:
         self.address = address
         self._handlers = handlers
+        self._bad = RateLimitedLog(log)  # bad requests by kind (counts in .counts)
 
     def serve(self, stopped: Callable[[], bool]) -> None:
         """The control thread's body. Raises :class:`DaemonError` when the address is taken."""
@@ -47,15 +49,28 @@ class ControlServer:
         try:
             while not stopped():
                 if sock.poll(int(POLL_S * 1000)):
-                    sock.send(protocol.encode(self.answer(sock.recv())))
+                    # every request gets exactly one reply, whatever it was: REP's state stays consistent
+                    sock.send(protocol.encode(self._reply(sock.recv_multipart())))
         finally:
             sock.close()
+
+    def _reply(self, frames: list[bytes]) -> protocol.Message:
+        if len(frames) != 1:
+            self._bad.warning("frames", "control socket: refused a %d-frame request (one frame per request)",
+                              len(frames))
+            return protocol.Ack(ok=False, message=f"{len(frames)}-frame request; send one frame per request")
+        try:
+            return self.answer(frames[0])
+        except Exception as exc:  # a handler bug answers the client; it never ends the control thread
+            log.exception("control socket: answering a request failed")
+            return protocol.Ack(ok=False, message=f"the daemon could not answer: {type(exc).__name__}")
 
     def answer(self, data: bytes) -> protocol.Message:
         """The reply to one encoded request; a malformed one gets a refusal that says why."""
         try:
             msg = protocol.decode(data)
         except protocol.ProtocolError as exc:
+            self._bad.warning(exc.reason, "control socket: refused a %s request (%d bytes)", exc.reason, len(data))
             return protocol.Ack(ok=False, message=str(exc))
         if isinstance(msg, protocol.StatusRequest):
             return self._handlers.status()
