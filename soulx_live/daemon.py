@@ -49,6 +49,7 @@ from soulx_live.live.signals import SignalLatch
 from soulx_live.live.supervised import SupervisedDriver
 from soulx_live.live.threads import ThreadGroup
 from soulx_live.push_bridge import PushBridge
+from soulx_live.runtime_dir import endpoint, remove_socket_files
 
 __all__ = ["Daemon"]
 
@@ -101,8 +102,6 @@ class Daemon:
         restore = self._signals.install()
         try:
             self.hub.start()
-            from soulx_live.runtime_dir import endpoint
-
             control = ControlServer(endpoint("cli", self.config.bus),
                                     ControlHandlers(status=self.status, stop=self.request_stop, interrupt=self.interrupt))
             self.threads.start("control", control.serve, lambda: self.lifecycle.closing)
@@ -116,6 +115,7 @@ class Daemon:
                 self.driver.abort()  # no engine process may outlive the daemon
                 self.threads.join_all(JOIN_S)
             self.hub.close()
+            remove_socket_files(self.config.bus)  # every socket of this run is closed (a live daemon refused us)
             restore()
         if self._startup_error is not None:
             raise self._startup_error  # nothing ran: the caller shows the reason (the CLI as one line)

@@ -15,7 +15,7 @@ from .config import BusConfig
 from .netaddr import is_loopback_host
 from .protocol import SOCKET_NAMES
 
-__all__ = ["PUSH_SOCKET_NAMES", "RuntimeDirError", "endpoint", "runtime_dir"]
+__all__ = ["PUSH_SOCKET_NAMES", "RuntimeDirError", "endpoint", "remove_socket_files", "runtime_dir"]
 
 log = logging.getLogger(__name__)
 
@@ -86,3 +86,22 @@ def endpoint(name: str, bus: BusConfig) -> str:
         raise RuntimeDirError(f"socket path {address} is longer than the {_UNIX_PATH_MAX} bytes Unix sockets allow; "
                               "set bus.runtime_dir to a shorter folder")
     return f"ipc://{address}"
+
+
+def remove_socket_files(bus: BusConfig) -> list[str]:
+    """After a clean exit: remove this daemon's ipc socket files (ZeroMQ closes its listeners asynchronously and a
+    process that exits right after leaves them behind, so the next ``status`` would wait for a daemon that is
+    gone). Only called once every socket of the run is closed; returns the names removed."""
+    if bus.transport != "ipc":
+        return []
+    removed = []
+    for name in SOCKET_NAMES + PUSH_SOCKET_NAMES:
+        path = Path(endpoint(name, bus)[len("ipc://"):])
+        try:
+            path.unlink()
+            removed.append(name)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            log.warning("could not remove the socket file %s: %s", path, exc)
+    return removed
