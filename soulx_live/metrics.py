@@ -8,17 +8,20 @@ thread-safe (prometheus_client metrics are; the windows take one lock).
 from __future__ import annotations
 
 import logging
+import socket
 import threading
 from collections import deque
 from collections.abc import Iterable
+from socketserver import ThreadingMixIn
 from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import (
     CollectorRegistry,
     Counter,
     Gauge,
     Histogram,
-    start_http_server,
+    make_wsgi_app,
 )
 
 from soulx_live.netaddr import is_loopback_host
@@ -30,6 +33,8 @@ log = logging.getLogger(__name__)
 WINDOW = 512  # recent samples kept per timing for the status percentiles
 _LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0)
 _RATIO_BUCKETS = (0.1, 0.25, 0.5, 0.75, 0.9, 1.0, 1.1, 1.25, 1.5, 2.0, 3.0, 5.0)
+LISTEN_BACKLOG = 128  # prometheus_client's server listens with 5: a burst of scrapes timed out in the kernel queue
+SCRAPE_TIMEOUT_S = 10.0  # a scraper that stops sending its request holds a thread no longer than this
 
 
 def percentile(values: Iterable[float], q: float) -> float:
@@ -153,7 +158,9 @@ class DaemonMetrics:
         """Serve ``/metrics`` on ``host:port`` (0: any free port) in a daemon thread; returns the bound port."""
         if not is_loopback_host(host):
             log.warning("metrics endpoint on %s is reachable from other machines; metrics.host=127.0.0.1 keeps it local", host)
-        self._server, self._server_thread = start_http_server(port, addr=host, registry=self.registry)
+        self._server = _metrics_server(host, port, self.registry)
+        self._server_thread = threading.Thread(target=self._server.serve_forever, name="metrics-http", daemon=True)
+        self._server_thread.start()
         self.port = int(self._server.server_address[1])
         return self.port
 
@@ -179,3 +186,26 @@ class DaemonMetrics:
     def _add_total(self, name: str, value: float) -> None:
         with self._lock:
             self._totals[name] = self._totals.get(name, 0.0) + float(value)
+
+
+class _QuietHandler(WSGIRequestHandler):
+    """No access log on stderr; a bounded wait for each request line and header."""
+
+    timeout = SCRAPE_TIMEOUT_S
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+class _MetricsServer(ThreadingMixIn, WSGIServer):
+    """A thread per scrape, with a listen backlog that absorbs a burst of concurrent scrapers."""
+
+    daemon_threads = True  # a scrape in progress never blocks shutdown
+    request_queue_size = LISTEN_BACKLOG
+
+
+def _metrics_server(host: str, port: int, registry: CollectorRegistry) -> WSGIServer:
+    """``/metrics`` of ``registry`` bound on ``host:port`` (IPv6 when ``host`` is an IPv6 address)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    server_class = type("_MetricsServerFamily", (_MetricsServer,), {"address_family": family})
+    return make_server(host.strip("[]"), port, make_wsgi_app(registry), server_class, handler_class=_QuietHandler)

@@ -150,7 +150,10 @@ def decode_request(data: bytes | bytearray | memoryview) -> Request:
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
         try:
             raw = msgspec.msgpack.decode(data)
-        except (msgspec.DecodeError, RecursionError):
+        except RecursionError:
+            raise MessageError("malformed", f"the msgpack header ({len(data)} bytes) nests too deep; a request is "
+                                            "a flat map like {'type': 'SayRequest', 'text': '...'}") from None
+        except msgspec.DecodeError:
             raise MessageError("malformed", f"not a msgpack request ({len(data)} bytes): {exc}") from None
         check_map(raw)
         raise MessageError("malformed", f"invalid {raw['type']}: {exc}") from None
