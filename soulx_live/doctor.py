@@ -8,8 +8,8 @@ Every check is a small function returning one :class:`Check` row. ``ok`` is True
 from __future__ import annotations
 
 import importlib
-import importlib.util
 import importlib.metadata
+import importlib.util
 import logging
 import platform
 import shutil

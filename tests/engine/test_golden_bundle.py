@@ -8,8 +8,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
-from golden_support import IN_REPO_SUBSET, REFCHECK_CMD, SHARED_GOLDEN, all_case_names, locate_golden, golden_module, require_case
+from golden_support import (
+    IN_REPO_SUBSET,
+    REFCHECK_CMD,
+    SHARED_GOLDEN,
+    all_case_names,
+    golden_module,
+    locate_golden,
+    require_case,
+)
 
 
 def _cases() -> list[str]:

@@ -6,10 +6,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from soulx_live.tts.script_source import ScriptSource
 from soulx_live.config import TtsConfig
 from soulx_live.tts import TtsError, build_tts
 from soulx_live.tts.script import DEFAULT_GAP_S, parse_script
+from soulx_live.tts.script_source import ScriptSource
 
 SR = 16000
 
