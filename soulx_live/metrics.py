@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 WINDOW = 512  # recent samples kept per timing for the status percentiles
 _LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0)
 _RATIO_BUCKETS = (0.1, 0.25, 0.5, 0.75, 0.9, 1.0, 1.1, 1.25, 1.5, 2.0, 3.0, 5.0)
-LISTEN_BACKLOG = 128  # prometheus_client's server listens with 5: a burst of scrapes timed out in the kernel queue
+LISTEN_BACKLOG = 512  # prometheus_client's server listens with 5: a burst of scrapes timed out in the kernel queue
 SCRAPE_TIMEOUT_S = 10.0  # a scraper that stops sending its request holds a thread no longer than this
 
 
