@@ -164,7 +164,7 @@ class PushHttpServer:
     def _fanout(self, text: str) -> None:
         for q in list(self._clients):
             if q.full():
-                log.warning("a push WebSocket client is not reading events; dropping one")
+                self.core.limited.warning("ws-slow", "a push WebSocket client is not reading events; dropping one")
                 continue
             q.put_nowait(text)
 
