@@ -190,8 +190,8 @@ class PushHttpServer:
         except _BodyTimeout:
             return self._reject("timeout", f"the request body did not arrive within push.http_timeout_s="
                                            f"{self.timeout_s:g} s; send it at once", close=True)
-        except (ConnectionError, asyncio.CancelledError):
-            raise  # the client left; aiohttp drops the connection quietly
+        except (ConnectionError, asyncio.CancelledError, web.HTTPException):
+            raise  # the client left (dropped quietly), or aiohttp's own answer (404, 405) stands
         except Exception as exc:  # noqa: BLE001 - any other failure is a named 500, logged once per kind
             self.core.limited.warning("failed", "push HTTP %s %s failed", quoted(request.method, 16),
                                       quoted(request.path), exc=exc)

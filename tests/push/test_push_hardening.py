@@ -124,6 +124,7 @@ def test_odd_bodies_are_named_400s(served: tuple[PushServer, FakeHandler], body:
     assert handler.calls == 0 and "Traceback" not in caplog.text and "aiohttp" not in caplog.text
     ok = post(port_of(server.http_url), b"/v1/say", b'{"text": "still here"}', server.token)
     assert ok.status == 200 and handler.said[0][0] == "still here"
+    assert post(port_of(server.http_url), b"/v1/nope", b"", server.token).status == 404  # not turned into a 500
 
 
 def test_deep_json_on_the_websocket_and_msgpack_on_zmq_are_named(served: tuple[PushServer, FakeHandler]) -> None:
