@@ -49,7 +49,7 @@ import zmq
 from engine.interface import ChunkSpec
 from soulx_live import protocol as p
 from soulx_live.config import SoulxConfig, SupervisorConfig
-from soulx_live.log_limit import RateLimitedLog
+from soulx_live.log_safe import RateLimitedLog
 from soulx_live.protocol import EngineState
 from soulx_live.worker import EXIT_CONFIG, WorkerOptions
 

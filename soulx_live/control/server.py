@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from soulx_live import protocol
 from soulx_live.errors import DaemonError
-from soulx_live.log_limit import RateLimitedLog
+from soulx_live.log_safe import RateLimitedLog
 
 __all__ = ["ControlHandlers", "ControlServer"]
 

@@ -12,8 +12,9 @@ import logging
 import re
 import uuid
 
+from soulx_live.log_safe import RateLimitedLog, quoted
+
 from .handler import PushHandler, PushReceipt, QueueFullError
-from .log_safe import RateLimitedLog, quoted
 from .messages import (
     ErrorReply,
     InterruptedReply,

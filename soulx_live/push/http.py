@@ -28,10 +28,10 @@ from typing import Any
 import msgspec
 from aiohttp import WSMsgType, web
 
+from soulx_live.log_safe import RateLimitedLog, quoted
 from soulx_live.netaddr import is_loopback_host
 
 from .core import HTTP_STATUS, PushCore
-from .log_safe import RateLimitedLog, quoted
 from .messages import (
     MAX_JSON_BYTES,
     ErrorReply,

@@ -102,3 +102,11 @@ def test_every_truncation_of_a_message_is_rejected() -> None:
     for cut in range(len(data)):
         with pytest.raises(p.ProtocolError):
             p.decode(data[:cut])
+
+
+def test_decode_refuses_deep_nesting_and_oversize_with_a_protocol_error() -> None:
+    """Sockets take bytes from outside: a ProtocolError (which every receiver handles), never RecursionError."""
+    with pytest.raises(p.ProtocolError, match="nested too deeply"):
+        p.decode(b"\x91" * 200_000 + b"\xc0")
+    with pytest.raises(p.ProtocolError, match="exceeds"):
+        p.decode(b"\x00" * (p.MAX_MESSAGE_BYTES + 1))

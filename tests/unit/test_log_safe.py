@@ -5,7 +5,7 @@ import logging
 
 import pytest
 
-from soulx_live.push.log_safe import RateLimitedLog, quoted
+from soulx_live.log_safe import RateLimitedLog, quoted
 
 
 @pytest.mark.parametrize(("value", "expected"), [

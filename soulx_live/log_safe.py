@@ -1,4 +1,5 @@
-"""Logging what came from the network without letting it forge log lines or flood the log.
+"""Logging what came from outside the process (the push API's clients, the control and events sockets) without
+letting it forge log lines or flood the log.
 
 - :func:`quoted` turns any client-provided value (a path, a header, a JSON field, an exception message
   that embeds one) into one quoted, escaped, length-capped token: a newline, a carriage return, an
