@@ -196,12 +196,23 @@ class SinksConfig(_Section):
 class SupervisorConfig(_Section):
     """Engine process supervision: timeouts and the restart budget."""
 
-    init_timeout_s: float = Field(600.0, gt=0)
-    heartbeat_timeout_s: float = Field(30.0, gt=0)
+    init_timeout_s: float = Field(600.0, gt=0)  # spawn -> Ready (FlashTalk loads and compiles)
+    # Ready -> the first chunk: StartSession (avatar encoding) and the first chunk (warm-up) may block the loop, and
+    # so its heartbeats, far longer than any later chunk; a worker silent longer than this meanwhile is hung
+    startup_timeout_s: float = Field(120.0, gt=0)
+    # after the first chunk: no heartbeat, or no chunk with audio waiting, for this long -> kill and restart. It
+    # must exceed the slowest healthy chunk; 10 s is ~5x a slow GPU chunk. Heartbeats come every
+    # min(1, heartbeat_timeout_s / 5) s, and status says "stalled" after two of them are missed (sooner than this)
+    heartbeat_timeout_s: float = Field(10.0, gt=0)
     shutdown_grace_s: float = Field(10.0, ge=0)
     max_restarts: int = Field(3, ge=0)
     restart_window_s: float = Field(300.0, gt=0)
-    restart_backoff_s: tuple[float, ...] = (1.0, 5.0, 15.0)
+    # wait before restart 1, 2, 3...; the last repeats. The first is immediate: a crash costs only the worker's
+    # start-up; waiting helps only a fault that repeats, which the later restarts back off from
+    restart_backoff_s: tuple[float, ...] = (0.0, 2.0, 10.0)
+    # audio kept for a replacement worker: everything sent since the last sample the worker put into a published
+    # chunk is replayed to its successor, so a crash loses nothing; beyond this the oldest is dropped (and reported)
+    replay_max_s: float = Field(10.0, ge=0)
     isolation: Literal["auto", "process", "thread"] = "auto"  # auto: process for live input
     memory_limit_mb: float | None = Field(None, gt=0)  # engine RSS above this: planned restart
     leak_mb_per_hour: float = Field(256.0, gt=0)  # sustained RSS growth above this: warn, then restart

@@ -8,6 +8,9 @@ The worker binds the frame bus itself; the daemon's sink threads subscribe to it
 across restarts (ZeroMQ reconnects). Only numpy and ZeroMQ are imported here, never torch.
 
 ``chunks_done`` counts chunks over all worker generations (a restarted worker counts from 0 again).
+Audio the worker has not yet put into a published chunk is kept (up to ``supervisor.replay_max_s``) and
+replayed to a restarted worker, so a crash delays speech instead of losing it; audio that is lost anyway
+(beyond that cap, or dropped by an engine that fell behind) is reported to ``on_audio_lost(start, n)``.
 """
 from __future__ import annotations
 
@@ -29,8 +32,6 @@ log = logging.getLogger(__name__)
 
 READY_MARGIN_S = 5.0  # on top of supervisor.init_timeout_s for the first Ready (spawn, imports)
 READY_POLL_S = 0.1  # how often a start checks whether it was cancelled
-MAX_PENDING_S = 0.5  # audio kept for a restarting worker: older audio is dropped, so a restart costs
-# speech rather than adding its outage to the live latency for good (sinks play what arrives back to back)
 
 StateListener = Callable[[EngineState, str], None]
 
@@ -40,14 +41,17 @@ class WorkerEngine:
 
     def __init__(self, config: SoulxConfig, *, subscribers: int, on_state: StateListener | None = None,
                  health_checks: Sequence[Callable[[int], str | None]] = (),
-                 on_progress: Callable[[Heartbeat], None] | None = None) -> None:
+                 on_progress: Callable[[Heartbeat], None] | None = None,
+                 on_audio_lost: Callable[[int, int], None] | None = None) -> None:
         from soulx_live.supervisor import EngineClient, Supervisor, WorkerLaunch
 
         self.config = config
         self._on_state = on_state
         self._lock = threading.Lock()
         self._chunks_before = 0  # chunks made by earlier worker generations
-        self.client = EngineClient(config.audio.sample_rate, max_pending_s=MAX_PENDING_S)
+        # a replayed outage adds to the live latency (sinks play what arrives back to back) but loses no speech
+        self.client = EngineClient(config.audio.sample_rate, max_pending_s=config.supervisor.replay_max_s,
+                                   on_audio_lost=on_audio_lost)
         launch = WorkerLaunch.from_config(config, subscribers=subscribers)
         self.frames_address = launch.frames
         kwargs: dict[str, object] = {"client": self.client, "on_state": self._state_changed,
@@ -134,7 +138,13 @@ class WorkerEngine:
 
     @property
     def dropped_samples(self) -> int:
+        """Samples of the session's audio that no worker will render (reported to ``on_audio_lost``)."""
         return int(self.client.dropped_samples)
+
+    @property
+    def replayed_samples(self) -> int:
+        """Samples sent again to a restarted worker (the dead one had not rendered them)."""
+        return int(self.client.replayed_samples)
 
     def _state_changed(self, state: EngineState, detail: str) -> None:
         if state == "restarting":

@@ -70,7 +70,9 @@ SOCKET_NAMES = ("ctrl", "events", "frames", "cli")  # tcp ports are tcp_port + t
 TOPIC_FRAMES = b"frames"
 TOPIC_STATUS = b"status"
 
-EngineState = Literal["starting", "ready", "running", "degraded", "restarting", "failed", "stopped"]
+# "stalled": the worker is alive but has sent no heartbeat (or made no chunk with work waiting) for a few heartbeat
+# intervals; it is replaced once supervisor.heartbeat_timeout_s passes, and runs on if it recovers first
+EngineState = Literal["starting", "ready", "running", "degraded", "stalled", "restarting", "failed", "stopped"]
 
 
 class ProtocolError(ValueError):
@@ -177,6 +179,12 @@ class Heartbeat(_Msg):
     # only re-anchored (no time for a second attempt)
     regenerated: int = 0
     re_anchored: int = 0
+    # the session's audio timeline (AudioIn ``t0`` samples): ``rendered_t`` is where the audio this worker has
+    # not finished with starts (everything before it is in a published chunk or was dropped here; -1: no session
+    # audio yet); ``lost`` the spans (t0, n_samples) this worker dropped since its last heartbeat (engine behind)
+    session_id: str = ""
+    rendered_t: int = -1
+    lost: list[tuple[int, int]] = []
 
 
 class StartSession(_Msg):
@@ -202,6 +210,7 @@ class AudioIn(_Msg):
     n_samples: int
     sample_rate: int
     audio_fmt: Literal["f32le"] = "f32le"
+    replay: bool = False  # audio a dead worker took but never rendered, sent again to its successor
 
 
 class PhonemesIn(_Msg):

@@ -106,9 +106,14 @@ class WorkerLaunch:
 
     def options(self, generation: int, cfg: SupervisorConfig, *, epoch: int = 0) -> WorkerOptions:
         return WorkerOptions(ctrl=self.ctrl, events=self.events, frames=self.frames, parent_pid=os.getpid(),
-                             generation=generation, heartbeat_interval_s=min(1.0, cfg.heartbeat_timeout_s / 5),
+                             generation=generation, heartbeat_interval_s=heartbeat_interval_s(cfg),
                              max_backlog_s=self.max_backlog_s, hwm_chunks=self.hwm_chunks, subscribers=self.subscribers,
                              drain_timeout_s=cfg.shutdown_grace_s, epoch=epoch)
+
+
+def heartbeat_interval_s(cfg: SupervisorConfig) -> float:
+    """How often an idle worker heartbeats: five chances per timeout, and at least once a second (status)."""
+    return min(1.0, cfg.heartbeat_timeout_s / 5)
 
 
 # --- the client -----------------------------------------------------------------------------------
@@ -119,28 +124,54 @@ class _Outgoing:
     parts: list[bytes]
     samples: int = 0  # > 0: an AudioIn (may be dropped when over budget)
     kind: str = "ctrl"  # "audio" and "phonemes" are dropped by an interrupt, and with "start" by a new session
+    t0: int = 0  # audio: its first sample on the session timeline
+    seq: int = 0  # audio: its AudioIn seq (kept when it is sent again)
+    pcm: np.ndarray | None = None  # audio: the samples, kept until the worker has rendered them (for a replay)
+    replay: bool = False  # audio: sent as owed (AudioIn.replay), beyond the worker's backlog limit
+
+    @property
+    def end(self) -> int:
+        return self.t0 + self.samples
+
+
+AudioLostCallback = Callable[[int, int], None]
 
 
 class EngineClient:
     """Thread-safe, never-blocking sender of StartSession / AudioIn / PhonemesIn / Interrupt /
     StopSession to the worker.
 
-    At most ``max_pending_s`` of audio waits here (the worker is restarting or behind); beyond it the
-    oldest audio is dropped (``dropped_samples``). Control messages are never dropped; at most
-    ``MAX_PENDING_PHONEMES`` PhonemesIn wait (oldest dropped). ``epoch`` starts at 0 and
-    ``interrupt()`` bumps it.
+    Audio sent to a worker stays here until the worker's heartbeats say it is in a published chunk
+    (``rendered_t``); when the worker dies, that audio goes to its successor first (``AudioIn.replay``), so a
+    crash loses no speech. At most ``max_pending_s`` of audio is kept (sent and not rendered, plus not yet
+    sent); beyond it the oldest is dropped. Audio that no worker will ever render (dropped here, or by the
+    worker because its engine fell behind) is counted in ``dropped_samples`` and reported to
+    ``on_audio_lost(start_sample, n_samples)`` (session timeline; any thread, never under the lock).
+    Control messages are never dropped; at most ``MAX_PENDING_PHONEMES`` PhonemesIn wait (oldest dropped).
+    ``epoch`` starts at 0 and ``interrupt()`` bumps it.
     """
 
-    def __init__(self, sample_rate: int, *, max_pending_s: float = 1.0) -> None:
+    def __init__(self, sample_rate: int, *, max_pending_s: float = 1.0,
+                 on_audio_lost: AudioLostCallback | None = None) -> None:
         self.sample_rate = sample_rate
         self.max_pending_samples = int(max_pending_s * sample_rate)
-        self.dropped_samples = 0
+        self.on_audio_lost = on_audio_lost
+        self.dropped_samples = 0  # lost: never rendered by any worker
+        self.replayed_samples = 0  # sent again to a replacement worker
+        self._lost_log = RateLimitedLog(log)
         self.sent_messages = 0
         self._lock = threading.Lock()
         self._queue: deque[_Outgoing] = deque()
-        self._pending_samples = 0
+        self._pending_samples = 0  # audio in _queue
+        self._sent: deque[_Outgoing] = deque()  # audio the current worker got and has not rendered yet
+        self._sent_samples = 0
+        self._forgotten: deque[tuple[int, int]] = deque()  # [start, end) sent, not rendered, no longer kept
+        self._rendered_t = 0  # the current worker's progress on the session timeline (its heartbeats)
+        self._floor = 0  # audio before this was dropped on purpose (barge-in): never replayed, never "lost"
+        self._lost: list[tuple[int, int]] = []  # spans to report once the lock is released
         self._start: _Outgoing | None = None  # the active session's StartSession, re-sent after Ready
         self._session_id: str | None = None
+        self._timeline_id: str | None = None  # the session whose audio _sent holds (also while it drains)
         self._seq = 0
         self._t0 = 0
         self._epoch = 0
@@ -155,6 +186,12 @@ class EngineClient:
         """The current barge-in epoch: chunks with a lower ``epoch`` are stale (drop them)."""
         return self._epoch
 
+    @property
+    def unrendered_samples(self) -> int:
+        """Audio kept for the worker: sent and not yet rendered, plus not yet sent."""
+        with self._lock:
+            return self._sent_samples + self._pending_samples
+
     def start_session(self, session_id: str, *, seed: int = 0, prompt: str = "", avatar: bytes | None = None) -> None:
         """Start (or replace) the session; ``avatar`` is an image file's bytes (None: built-in avatar)."""
         import hashlib
@@ -167,7 +204,9 @@ class EngineClient:
             # re-sent after a restart, would replace this one): only control messages stay
             self._queue = deque(item for item in self._queue if item.kind not in ("start", "audio", "phonemes"))
             self._pending_samples = 0
-            self._start, self._session_id, self._seq, self._t0 = start, session_id, 0, 0
+            self._clear_sent()
+            self._start, self._session_id, self._timeline_id, self._seq, self._t0 = start, session_id, session_id, 0, 0
+            self._rendered_t = self._floor = 0
             self._queue.append(start)
 
     def push_audio(self, pcm: np.ndarray) -> None:
@@ -176,13 +215,16 @@ class EngineClient:
         with self._lock:
             if self._session_id is None:
                 return
-            msg = p.AudioIn(session_id=self._session_id, seq=self._seq, t0=self._t0, n_samples=int(data.shape[0]),
+            n = int(data.shape[0])
+            msg = p.AudioIn(session_id=self._session_id, seq=self._seq, t0=self._t0, n_samples=n,
                             sample_rate=self.sample_rate)
+            self._queue.append(_Outgoing([p.encode(msg), data.tobytes()], samples=n, kind="audio", t0=self._t0,
+                                         seq=self._seq, pcm=data))
             self._seq += 1
-            self._t0 += int(data.shape[0])
-            self._queue.append(_Outgoing([p.encode(msg), data.tobytes()], samples=int(data.shape[0]), kind="audio"))
-            self._pending_samples += int(data.shape[0])
+            self._t0 += n
+            self._pending_samples += n
             self._drop_over_budget()
+        self._report_lost()
 
     def push_phonemes(self, spans: Sequence[tuple[int, int, str]]) -> None:
         """Queue phoneme timings (start/end sample on the session timeline, phoneme) for the active
@@ -205,6 +247,8 @@ class EngineClient:
             dropped = sum(item.samples for item in self._queue if item.kind == "audio")
             self._queue = deque(item for item in self._queue if item.kind not in ("audio", "phonemes"))
             self._pending_samples = 0
+            self._clear_sent()  # the worker drops it too: nothing before this point is owed any more
+            self._floor = self._t0
             self.interrupted_samples += dropped
             msg = p.Interrupt(session_id=self._session_id or "", epoch=self._epoch)
             self._queue.append(_Outgoing([p.encode(msg)]))
@@ -220,10 +264,49 @@ class EngineClient:
 
     # -- used by the supervisor thread -----------------------------------------------------------
 
+    def on_progress(self, beat: p.Heartbeat) -> None:
+        """A heartbeat of the current worker: forget the audio it has rendered; report what it dropped."""
+        with self._lock:
+            if not beat.session_id or beat.session_id != self._timeline_id:
+                return  # idle, or a session this client no longer follows
+            for start, n in beat.lost:
+                self._lose(start, start + n)
+            if beat.rendered_t >= 0:
+                self._rendered_t = max(self._rendered_t, beat.rendered_t)
+                self._trim_rendered()
+        self._report_lost()
+
+    def on_worker_gone(self) -> None:
+        """The worker died (or was killed): what it had not rendered goes first to its successor. The audio it
+        took with it that is no longer kept is lost; without a session to resume, all of it is."""
+        with self._lock:
+            self._trim_rendered()
+            for start, end in self._forgotten:
+                self._lose(start, end)
+            self._forgotten.clear()
+            replay = list(self._sent)
+            self._clear_sent()
+            if self._session_id is None:
+                for item in replay:
+                    self._lose(max(item.t0, self._rendered_t), item.end)
+                replay = []
+            for item in reversed(replay):
+                skip = max(0, min(item.samples, self._rendered_t - item.t0))
+                self.replayed_samples += item.samples - skip
+                self._pending_samples += item.samples - skip
+                self._queue.appendleft(self._replay_item(item, skip))
+            self._drop_over_budget()
+        self._report_lost()
+
     def on_ready(self) -> None:
-        """A (new) worker is ready: put the active session's StartSession in front of everything else."""
+        """A (new) worker is ready: put the active session's StartSession in front of everything else. The audio
+        waiting (the dead worker's and what arrived while it was away) goes as owed (``AudioIn.replay``): the
+        worker keeps all of it, beyond its backlog limit for a live engine that falls behind."""
         with self._lock:
             self._queue = deque(item for item in self._queue if item is not self._start)
+            if self._session_id is not None:
+                self._queue = deque(self._replay_item(item, 0) if item.samples and not item.replay else item
+                                    for item in self._queue)
             if self._start is not None:
                 self._queue.appendleft(self._start)
 
@@ -241,22 +324,70 @@ class EngineClient:
                     return sent
                 self._queue.popleft()
                 self._pending_samples -= item.samples
+                if item.samples:  # kept until the worker says it is rendered
+                    self._sent.append(item)
+                    self._sent_samples += item.samples
             sent += 1
             self.sent_messages += 1
 
+    # -- internals (under the lock) --------------------------------------------------------------
+
+    def _replay_item(self, item: _Outgoing, skip: int) -> _Outgoing:
+        """``item``'s audio without its first ``skip`` samples, as an AudioIn marked ``replay`` (same session)."""
+        assert item.pcm is not None
+        pcm = item.pcm[skip:]
+        t0, n = item.t0 + skip, int(pcm.shape[0])
+        msg = p.AudioIn(session_id=self._session_id or "", seq=item.seq, t0=t0, n_samples=n,
+                        sample_rate=self.sample_rate, replay=True)
+        return _Outgoing([p.encode(msg), pcm.tobytes()], samples=n, kind="audio", t0=t0, seq=item.seq, pcm=pcm,
+                         replay=True)
+
+    def _trim_rendered(self) -> None:
+        while self._sent and self._sent[0].end <= self._rendered_t:
+            self._sent_samples -= self._sent.popleft().samples
+        while self._forgotten and self._forgotten[0][1] <= self._rendered_t:
+            self._forgotten.popleft()
+
+    def _clear_sent(self) -> None:
+        self._sent.clear()
+        self._sent_samples = 0
+        self._forgotten.clear()
+
     def _drop_over_budget(self) -> None:
-        dropped = 0
+        """Keep at most ``max_pending_samples``: forget the oldest sent audio first (the worker may still render
+        it: lost only if it dies first), then drop the oldest unsent audio (lost now)."""
+        while self._sent_samples + self._pending_samples > self.max_pending_samples and self._sent:
+            item = self._sent.popleft()
+            self._sent_samples -= item.samples
+            self._forgotten.append((max(item.t0, self._rendered_t), item.end))
         while self._pending_samples > self.max_pending_samples:
             oldest = next((item for item in self._queue if item.samples), None)
             if oldest is None:
                 break
             self._queue.remove(oldest)
             self._pending_samples -= oldest.samples
-            dropped += oldest.samples
-        if dropped:
-            if self.dropped_samples == 0:
-                log.warning("engine not keeping up (or restarting): dropping the oldest audio")
-            self.dropped_samples += dropped
+            self._lose(oldest.t0, oldest.end)
+
+    def _lose(self, start: int, end: int) -> None:
+        start = max(start, self._floor)
+        if end <= start:
+            return
+        self.dropped_samples += end - start
+        self._lost.append((start, end - start))
+
+    def _report_lost(self) -> None:
+        """Tell ``on_audio_lost`` about the spans lost meanwhile (outside the lock: it may call anything)."""
+        with self._lock:
+            spans, self._lost = self._lost, []
+        for start, n in spans:
+            self._lost_log.warning("lost", "audio lost: %.2f s from %.2f s of the session (%.2f s in all; the worker "
+                                   "was away or behind longer than supervisor.replay_max_s allows)", n / self.sample_rate,
+                                   start / self.sample_rate, self.dropped_samples / self.sample_rate)
+            if self.on_audio_lost is not None:
+                try:
+                    self.on_audio_lost(start, n)
+                except Exception:  # a broken listener must not stop the audio
+                    log.exception("on_audio_lost callback failed")
 
 
 # --- the supervisor -------------------------------------------------------------------------------
@@ -270,7 +401,10 @@ class _Child:
     generation: int
     spawned: float
     ready: bool = False
+    warm: bool = False  # it has made a chunk: its start-up (session start, warm-up) is over
+    engine_id: str = ""
     last_heartbeat: float = 0.0
+    step_s: float = 0.0  # its latest chunk's compute time
     chunks_done: int = 0
     progress_at: float = 0.0  # when chunks_done last advanced (or work appeared)
     health_at: float = 0.0  # when the health checks last ran
@@ -389,6 +523,7 @@ class Supervisor:
             child = self._child
             if child is not None and child.ready:
                 self.client.flush(ctrl)
+                self._watch_stall(child)
             problem = self._problem()
             if problem is not None:
                 self._restart(problem, events)
@@ -463,7 +598,7 @@ class Supervisor:
             return
         now = time.monotonic()
         if isinstance(msg, p.Ready):
-            child.ready, child.last_heartbeat, child.progress_at = True, now, now
+            child.ready, child.last_heartbeat, child.progress_at, child.engine_id = True, now, now, msg.engine_id
             self.spec = msg.spec.to_spec()
             self.world_size = msg.world_size
             log.info("engine worker ready: %s (%s) in %.1f s", msg.engine_id, msg.model, now - child.spawned)
@@ -477,7 +612,10 @@ class Supervisor:
             if msg.chunks_done != child.chunks_done or child.queue_depth == 0:
                 child.progress_at = now  # advancing, or idle until now: the stall clock starts afresh
             child.chunks_done, child.queue_depth = msg.chunks_done, msg.queue_depth
+            child.warm = child.warm or msg.chunks_done > 0
+            child.step_s = msg.last_step_ms / 1000.0
             self.stats.chunks_done = msg.chunks_done
+            self.client.on_progress(msg)
         elif isinstance(msg, p.EngineError):
             self.stats.errors.append(msg)
             (log.error if msg.fatal else log.warning)("engine error (%s): %s", msg.kind, msg.message)
@@ -501,15 +639,47 @@ class Supervisor:
                 return (f"engine worker sent no Ready within supervisor.init_timeout_s={self.cfg.init_timeout_s:g} s "
                         "(raise it if the engine loads slowly)")
             return None
-        if now - child.last_heartbeat > self.cfg.heartbeat_timeout_s:
-            return f"engine worker sent no heartbeat for {now - child.last_heartbeat:.1f} s (hung)"
-        if child.queue_depth > 0 and now - child.progress_at > self.cfg.heartbeat_timeout_s:
+        timeout, name = self._timeout(child)
+        if now - child.last_heartbeat > timeout:
+            return f"engine worker sent no heartbeat for {now - child.last_heartbeat:.1f} s (hung; {name}={timeout:g} s)"
+        if child.queue_depth > 0 and now - child.progress_at > timeout:
             return (f"engine worker made no chunk for {now - child.progress_at:.1f} s with "
-                    f"{child.queue_depth} chunks of audio waiting (stalled)")
+                    f"{child.queue_depth} chunks of audio waiting (stalled; {name}={timeout:g} s)")
         if self.health_checks and now - child.health_at >= HEALTH_INTERVAL_S:
             child.health_at = now
             return self._health(child.proc.pid)
         return None
+
+    def _timeout(self, child: _Child) -> tuple[float, str]:
+        """The watchdog's limit for ``child`` and the setting it comes from: until its first chunk the start-up
+        (StartSession, warm-up) may keep its loop busy far longer than any later chunk."""
+        if child.warm:
+            return self.cfg.heartbeat_timeout_s, "supervisor.heartbeat_timeout_s"
+        return max(self.cfg.startup_timeout_s, self.cfg.heartbeat_timeout_s), "supervisor.startup_timeout_s"
+
+    def stall_after_s(self, child: _Child) -> float:
+        """Silence after which a warm worker is reported "stalled": two missed heartbeats, or two chunk times
+        for an engine whose chunks take longer than a heartbeat interval (it heartbeats once per chunk)."""
+        return max(2 * heartbeat_interval_s(self.cfg), 2 * child.step_s)
+
+    def _watch_stall(self, child: _Child) -> None:
+        """Say "stalled" while a warm worker is silent (or makes no chunk with audio waiting) for longer than
+        ``stall_after_s``, well before the watchdog replaces it; "running" again when it recovers."""
+        if not child.warm or self.state not in ("running", "stalled"):
+            return
+        now, limit = time.monotonic(), self.stall_after_s(child)
+        silent, stuck = now - child.last_heartbeat, now - child.progress_at
+        if silent > limit:
+            why = f"no heartbeat for {silent:.1f} s"
+        elif child.queue_depth > 0 and stuck > limit:
+            why = f"no chunk for {stuck:.1f} s with {child.queue_depth} chunks of audio waiting"
+        else:
+            if self.state == "stalled":
+                self._set_state("running", child.engine_id)
+            return
+        if self.state == "running":
+            timeout, name = self._timeout(child)
+            self._set_state("stalled", f"{why}; replaced after {name}={timeout:g} s")
 
     def _health(self, pid: int) -> str | None:
         """The first reason a health check gives to replace worker ``pid`` (a failing check is logged, not fatal)."""
@@ -532,6 +702,7 @@ class Supervisor:
         log.error("%s", reason)
         self._kill_child(dump_stacks=child.proc.poll() is None)
         self._pump_stale(events)
+        self.client.on_worker_gone()  # what it had not rendered goes to its successor first
         if (child.fatal is not None and child.fatal.kind == "config") or child.proc.returncode == EXIT_CONFIG:
             self._set_state("failed", reason)
             return

@@ -133,9 +133,16 @@ class EngineWorker:
         self._model = model or engine.name
         self._session: AvatarSession | None = None
         self._last_frame = -1  # of the current session
-        self._staged: deque[np.ndarray] = deque()  # audio received but not yet pushed into the session
+        # audio received but not yet pushed into the session, with its session-timeline t0 (AudioIn.t0)
+        self._staged: deque[tuple[int, np.ndarray]] = deque()
         self._staged_samples = 0
         self._in_session = 0  # samples pushed into the session and not yet consumed by a chunk
+        # [t0, n] of the audio inside the session, oldest first (t0 -1: silence the worker added itself), so a
+        # heartbeat can say where the audio not yet in a published chunk starts (the client replays it after a crash)
+        self._session_spans: deque[list[int]] = deque()
+        self._next_t = -1  # the timeline sample just after the newest audio received (-1: none yet)
+        self._lost: list[tuple[int, int]] = []  # spans dropped here, reported with the next heartbeat
+        self._replay_headroom = 0  # replayed samples still held: they may exceed max_backlog_s (they were owed)
         self._dropped_samples = 0
         self.interrupted_samples = 0  # audio dropped by Interrupts
         self.epoch = options.epoch
@@ -231,7 +238,9 @@ class EngineWorker:
         except (ValueError, TypeError) as exc:
             self._reject("bad_audio", f"AudioIn seq {msg.seq}: {exc}; playing silence instead")
             pcm = np.zeros(msg.n_samples, dtype=np.float32)
-        self._stage(pcm)
+        if msg.replay:
+            self._replay_headroom += pcm.shape[0]
+        self._stage(pcm, msg.t0)
 
     def _on_phonemes(self, msg: p.PhonemesIn, extra: list[bytes]) -> None:
         if self._session is None or msg.session_id != self._session.session_id:
@@ -250,6 +259,8 @@ class EngineWorker:
         dropped = self._staged_samples + self._in_session
         self._staged.clear()
         self._staged_samples = 0
+        self._session_spans.clear()  # dropped on purpose: not lost, and nothing to replay
+        self._replay_headroom = 0
         session = self._session
         if session is None:
             return
@@ -273,6 +284,8 @@ class EngineWorker:
             session.push_audio(silence)
             pushed += spf
         self._in_session += pushed
+        if pushed:
+            self._session_spans.append([-1, pushed])
 
     def _on_stop(self, msg: p.StopSession, extra: list[bytes]) -> None:
         if self._session is None or msg.session_id != self._session.session_id:
@@ -292,16 +305,19 @@ class EngineWorker:
 
     # -- audio staging and chunks ----------------------------------------------------------------
 
-    def _stage(self, pcm: np.ndarray) -> None:
-        """Queue audio for the engine; beyond ``max_backlog_s`` of waiting audio drop the oldest."""
-        self._staged.append(pcm)
+    def _stage(self, pcm: np.ndarray, t0: int) -> None:
+        """Queue audio (starting at timeline sample ``t0``) for the engine; beyond ``max_backlog_s`` of waiting
+        audio (plus the replayed audio still held, owed from a crashed worker) drop the oldest."""
+        self._staged.append((t0, pcm))
         self._staged_samples += pcm.shape[0]
-        limit = int(self.options.max_backlog_s * self.spec.sample_rate)
+        self._next_t = t0 + pcm.shape[0]
+        limit = int(self.options.max_backlog_s * self.spec.sample_rate) + self._replay_headroom
         dropped = 0
         while self._staged and self._staged_samples + self._in_session > limit:
-            old = self._staged.popleft()
+            old_t0, old = self._staged.popleft()
             self._staged_samples -= old.shape[0]
             dropped += old.shape[0]
+            self._lost.append((old_t0, old.shape[0]))
         if dropped:
             self._dropped_samples += dropped
             if time.monotonic() - self._last_drop_log < DROP_LOG_EVERY_S:
@@ -314,10 +330,11 @@ class EngineWorker:
         """Move staged audio into the session while it holds less than two chunks plus a second."""
         target = 2 * self.spec.samples_per_chunk + self.spec.sample_rate
         while self._staged and self._session is not None and self._in_session < target:
-            pcm = self._staged.popleft()
+            t0, pcm = self._staged.popleft()
             self._staged_samples -= pcm.shape[0]
             self._session.push_audio(pcm)
             self._in_session += pcm.shape[0]
+            self._session_spans.append([t0, pcm.shape[0]])
 
     def _can_step(self) -> bool:
         if self._session is None:
@@ -332,7 +349,9 @@ class EngineWorker:
         chunk = self._session.next_chunk()
         self._last_step_ms = (time.perf_counter() - start) * 1000
         self._publisher.publish(chunk, self.spec, epoch=self.epoch)
-        self._in_session = max(0, self._in_session - chunk.num_frames * self.spec.samples_per_frame)
+        used = chunk.num_frames * self.spec.samples_per_frame
+        self._in_session = max(0, self._in_session - used)
+        self._consume(used)
         self._last_frame = chunk.first_frame + chunk.num_frames - 1
         self.chunks_done += 1
         self._heartbeat()
@@ -353,7 +372,32 @@ class EngineWorker:
         log.info("session %s ended at frame %d", session.session_id, self._last_frame)
         self._session = None
         self._staged.clear()
-        self._staged_samples = self._in_session = 0
+        self._session_spans.clear()
+        self._staged_samples = self._in_session = self._replay_headroom = 0
+        self._next_t = -1
+
+    def _consume(self, n: int) -> None:
+        """A published chunk used the oldest ``n`` samples of the session: they are rendered."""
+        self._replay_headroom = max(0, self._replay_headroom - n)
+        spans = self._session_spans
+        while n > 0 and spans:
+            take = min(n, spans[0][1])
+            spans[0][1] -= take
+            if spans[0][0] >= 0:
+                spans[0][0] += take
+            n -= take
+            if spans[0][1] == 0:
+                spans.popleft()
+
+    def rendered_t(self) -> int:
+        """Where, on the session timeline, the audio this worker has not yet put into a published chunk starts
+        (-1 before any audio): all before it is rendered or was dropped here."""
+        for t0, _n in self._session_spans:
+            if t0 >= 0:
+                return t0
+        if self._staged:
+            return self._staged[0][0]
+        return self._next_t
 
     # -- events ----------------------------------------------------------------------------------
 
@@ -363,16 +407,22 @@ class EngineWorker:
         ready = self._session.chunks_ready() if self._session is not None else 0
         depth = ready + self._staged_samples // self.spec.samples_per_chunk
         regenerated, re_anchored = correction_counts(getattr(self._session, "stats", None))
-        self._send(p.Heartbeat(mono_ns=time.monotonic_ns(), chunks_done=self.chunks_done,
-                               last_step_ms=self._last_step_ms, queue_depth=depth, cuda_mem_mb=_cuda_mem_mb(),
-                               regenerated=regenerated, re_anchored=re_anchored))
+        session_id = self._session.session_id if self._session is not None else ""
+        if self._send(p.Heartbeat(mono_ns=time.monotonic_ns(), chunks_done=self.chunks_done,
+                                  last_step_ms=self._last_step_ms, queue_depth=depth, cuda_mem_mb=_cuda_mem_mb(),
+                                  regenerated=regenerated, re_anchored=re_anchored, session_id=session_id,
+                                  rendered_t=self.rendered_t() if self._session is not None else -1,
+                                  lost=self._lost[:])):
+            self._lost.clear()  # reported; kept for the next heartbeat when this one could not go out
         self._last_heartbeat = time.monotonic()
 
-    def _send(self, msg: p.Message) -> None:
+    def _send(self, msg: p.Message) -> bool:
         try:
             self._events.send(p.encode(msg), flags=zmq.NOBLOCK)
+            return True
         except zmq.Again:
             log.debug("events socket full; %s not sent", type(msg).__name__)
+            return False
 
 
 def _cuda_mem_mb() -> int:

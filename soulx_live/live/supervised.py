@@ -4,6 +4,10 @@ Sinks subscribe first, then :class:`~soulx_live.live_engine.WorkerEngine` spawns
 frame bus; a restarted worker resumes the session while the sinks hold the picture. After intake ends the
 worker turns what it has into chunks; the driver waits until its chunk count stops moving (EndOfStream alone is
 not enough: the bus drops it for a subscriber whose queue is full after the final burst).
+
+A restarted worker gets the audio its predecessor had not rendered first (nothing is lost up to
+``supervisor.replay_max_s``); audio lost anyway is reported, as fed-timeline spans, to the push API
+(``parts.push.audio_lost(start_sample, n_samples)``) so that what it says was played stays true.
 """
 from __future__ import annotations
 
@@ -68,7 +72,7 @@ class SupervisedDriver(DriverBase):
             return EngineView(chunks=shared.counters.chunks, frames=shared.counters.frames)
         chunks = worker.chunks_done
         frames = chunks * shared.spec.frames_per_chunk if shared.spec is not None else shared.counters.frames
-        state = worker.state if worker.state in ("restarting", "failed", "degraded") else None
+        state = worker.state if worker.state in ("stalled", "restarting", "failed", "degraded") else None
         return EngineView(chunks=chunks, frames=frames, restarts=worker.restarts, state=state,
                           note=self.parts.fanout.engine_note[0])
 
@@ -96,7 +100,8 @@ class SupervisedDriver(DriverBase):
         load_avatar(config.engine.avatar)  # a bad path fails here, with the same message as in-process
         parts.fanout.sinks = parts.sink_factory(config)
         worker = WorkerEngine(config, subscribers=len(parts.fanout.sinks), on_state=self._on_engine_state,
-                              health_checks=[self._memory_check()], on_progress=self._on_progress)
+                              health_checks=[self._memory_check()], on_progress=self._on_progress,
+                              on_audio_lost=self._on_audio_lost)
         self._process = worker
         parts.fanout.start(worker.frames_address, hold=True)
         try:
@@ -182,6 +187,13 @@ class SupervisedDriver(DriverBase):
         if spec is not None:
             self.parts.metrics.observe("observe_chunk", beat.last_step_ms / 1000.0, spec.chunk_duration_s)
         self.parts.metrics.note_corrections(beat.regenerated, beat.re_anchored)
+
+    def _on_audio_lost(self, start_sample: int, n_samples: int) -> None:
+        """Fed audio no worker will render (engine thread or supervisor thread): the push API reports the
+        utterances it cuts (an utterance must not claim to have played audio that was never shown)."""
+        audio_lost = getattr(self.parts.push, "audio_lost", None)
+        if audio_lost is not None:
+            audio_lost(start_sample, n_samples)
 
     def _memory_check(self) -> Callable[[int], str | None]:
         """Worker health check: the memory watermark (``supervisor.memory_limit_mb``) and leak trend."""

@@ -131,9 +131,11 @@ def _kill_and_check(sig: signal.Signals, reason: str, caplog: pytest.LogCaptureF
         assert status.restarts == 1 and status.state == "running"
         assert held, "no hold frames reached the recorder while the worker was away"
         assert_contiguous(writes)
-        # the restart may replay at most the audio the client kept for it (live_engine.MAX_PENDING_S); an engine
-        # with a slow first chunk (gap_includes_lead) lags again after a restart by what it lagged after its start
-        lead_limit = 0.5 + spec_chunk_s + FRAME_S + allowance + lead_allowance
+        # nothing is lost: the restarted worker first renders what the dead one had not (at most a chunk plus the
+        # engine's look-ahead) and the audio that arrived while it was away, so the sinks lag by that outage for
+        # good (a live source's next pause absorbs it); no more. An engine with a slow first chunk
+        # (gap_includes_lead) lags again after a restart by what it lagged after its start
+        lead_limit = back_s + spec_chunk_s + FRAME_S + allowance + lead_allowance
         assert lead_after - lead_before <= lead_limit, (f"latency grew by {lead_after - lead_before:.2f} s "
                                                         f"(limit {lead_limit:.2f} s)")
         assert starved <= starve_limit, (f"the recorder ran out of frames for {starved * 1000:.1f} ms (limit one frame "

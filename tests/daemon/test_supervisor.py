@@ -207,7 +207,9 @@ def test_close_is_staged_and_the_worker_exits_zero(config: SoulxConfig) -> None:
 
 def test_hung_worker_is_detected_and_restarted(config: SoulxConfig) -> None:
     states = States()
-    sup = fake_supervisor(config, "hang", states, heartbeat_timeout_s=0.5, max_restarts=1, restart_backoff_s=(0.0,))
+    # the fake never makes a chunk, so it never leaves its start-up phase: that limit is the one that applies
+    sup = fake_supervisor(config, "hang", states, heartbeat_timeout_s=0.5, startup_timeout_s=0.5, max_restarts=1,
+                          restart_backoff_s=(0.0,))
     sup.start()
     try:
         sup.wait_ready(10)
@@ -223,7 +225,7 @@ def test_hung_worker_is_detected_and_restarted(config: SoulxConfig) -> None:
 
 def test_stalled_worker_that_still_heartbeats_is_restarted(config: SoulxConfig) -> None:
     states = States()
-    sup = fake_supervisor(config, "stall", states, heartbeat_timeout_s=0.5, max_restarts=0)
+    sup = fake_supervisor(config, "stall", states, heartbeat_timeout_s=0.5, startup_timeout_s=0.5, max_restarts=0)
     sup.start()
     try:
         wait_for(lambda: sup.state == "failed", 10, "the stall to be detected")
