@@ -211,8 +211,9 @@ class SupervisorConfig(_Section):
     # start-up; waiting helps only a fault that repeats, which the later restarts back off from
     restart_backoff_s: tuple[float, ...] = (0.0, 2.0, 10.0)
     # audio kept for a replacement worker: everything sent since the last sample the worker put into a published
-    # chunk is replayed to its successor, so a crash loses nothing; beyond this the oldest is dropped (and reported)
-    replay_max_s: float = Field(10.0, ge=0)
+    # chunk is replayed to its successor, so a crash loses nothing; beyond this the oldest is dropped (and reported).
+    # 15 s covers a hang (heartbeat_timeout_s) plus the restart; the outage replayed stays as added latency
+    replay_max_s: float = Field(15.0, ge=0)
     isolation: Literal["auto", "process", "thread"] = "auto"  # auto: process for live input
     memory_limit_mb: float | None = Field(None, gt=0)  # engine RSS above this: planned restart
     leak_mb_per_hour: float = Field(256.0, gt=0)  # sustained RSS growth above this: warn, then restart

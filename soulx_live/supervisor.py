@@ -89,6 +89,7 @@ class WorkerLaunch:
     ranks: int = 1  # > 1: argv starts a torchrun group; the configuration goes through a 0600 file, not stdin
     max_backlog_s: float = 2.0
     hwm_chunks: int = 2
+    pace_lead_chunks: int = 0  # live input: the worker publishes at most this far ahead of real time (0: off)
 
     @classmethod
     def from_config(cls, config: SoulxConfig, *, subscribers: int = 0, argv: tuple[str, ...] = DEFAULT_ARGV) -> WorkerLaunch:
@@ -100,15 +101,19 @@ class WorkerLaunch:
         if ranks > 1 and argv == DEFAULT_ARGV:
             argv = (sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes=1",
                     f"--nproc_per_node={ranks}", "-m", "soulx_live.worker")
+        # live input arrives in real time; only a replayed backlog could outrun sinks that play in real time, so
+        # the worker keeps what the bus queues hold (publisher + subscriber) ahead of the clock, no more
+        live = config.audio.source not in ("file", "script") or config.audio.realtime
         return cls(config=config.model_dump(mode="json"), ctrl=endpoint("ctrl", config.bus),
                    events=endpoint("events", config.bus), frames=endpoint("frames", config.bus), argv=argv,
-                   subscribers=subscribers, hwm_chunks=config.bus.hwm_chunks, ranks=ranks)
+                   subscribers=subscribers, hwm_chunks=config.bus.hwm_chunks, ranks=ranks,
+                   pace_lead_chunks=config.bus.hwm_chunks + 1 if live else 0)
 
     def options(self, generation: int, cfg: SupervisorConfig, *, epoch: int = 0) -> WorkerOptions:
         return WorkerOptions(ctrl=self.ctrl, events=self.events, frames=self.frames, parent_pid=os.getpid(),
                              generation=generation, heartbeat_interval_s=heartbeat_interval_s(cfg),
                              max_backlog_s=self.max_backlog_s, hwm_chunks=self.hwm_chunks, subscribers=self.subscribers,
-                             drain_timeout_s=cfg.shutdown_grace_s, epoch=epoch)
+                             drain_timeout_s=cfg.shutdown_grace_s, epoch=epoch, pace_lead_chunks=self.pace_lead_chunks)
 
 
 def heartbeat_interval_s(cfg: SupervisorConfig) -> float:
@@ -378,7 +383,7 @@ class EngineClient:
     def _report_lost(self) -> None:
         """Tell ``on_audio_lost`` about the spans lost meanwhile (outside the lock: it may call anything)."""
         with self._lock:
-            spans, self._lost = self._lost, []
+            spans, self._lost = _merged(self._lost), []
         for start, n in spans:
             self._lost_log.warning("lost", "audio lost: %.2f s from %.2f s of the session (%.2f s in all; the worker "
                                    "was away or behind longer than supervisor.replay_max_s allows)", n / self.sample_rate,
@@ -388,6 +393,17 @@ class EngineClient:
                     self.on_audio_lost(start, n)
                 except Exception:  # a broken listener must not stop the audio
                     log.exception("on_audio_lost callback failed")
+
+
+def _merged(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """(start, n) spans with the adjacent ones joined (one report per stretch of lost audio, not per packet)."""
+    out: list[tuple[int, int]] = []
+    for start, n in spans:
+        if out and out[-1][0] + out[-1][1] == start:
+            out[-1] = (out[-1][0], out[-1][1] + n)
+        else:
+            out.append((start, n))
+    return out
 
 
 # --- the supervisor -------------------------------------------------------------------------------

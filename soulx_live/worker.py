@@ -103,6 +103,10 @@ class WorkerOptions:
     drain_timeout_s: float = 10.0  # StopSession/Shutdown: longest time spent turning buffered audio into chunks
     epoch: int = 0  # barge-in epoch to start at (the daemon's current one, so a restarted worker continues it)
     idle_after_interrupt: bool = True  # after an Interrupt, publish one silent (idle) chunk at once
+    # live input: publish at most this many chunks ahead of real time (0: as fast as the engine goes). Audio
+    # arrives in real time, so this only holds back a backlog (audio replayed after a restart), which would
+    # otherwise reach the bus in one burst and overflow the queues of sinks that play in real time
+    pace_lead_chunks: int = 0
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -142,7 +146,9 @@ class EngineWorker:
         self._session_spans: deque[list[int]] = deque()
         self._next_t = -1  # the timeline sample just after the newest audio received (-1: none yet)
         self._lost: list[tuple[int, int]] = []  # spans dropped here, reported with the next heartbeat
-        self._replay_headroom = 0  # replayed samples still held: they may exceed max_backlog_s (they were owed)
+        self._replay_headroom = 0  # replayed samples of this session: the worker's backlog may exceed
+        # max_backlog_s by that much (the outage it covered is a lag that stays until the input pauses)
+        self._played_until = 0.0  # monotonic time the published chunks last until when played back to back
         self._dropped_samples = 0
         self.interrupted_samples = 0  # audio dropped by Interrupts
         self.epoch = options.epoch
@@ -168,12 +174,13 @@ class EngineWorker:
                            model=self._model, spec=p.SpecInfo.from_spec(self.spec)))
         self._heartbeat()
         while self._exit_code is None:
-            self._receive(0 if self._can_step() else min(IDLE_POLL_S, self.options.heartbeat_interval_s))
+            wait = self._due_in_s() if self._can_step() else IDLE_POLL_S
+            self._receive(min(wait, IDLE_POLL_S, self.options.heartbeat_interval_s))
             if self._exit_code is not None:
                 break
             if self.terminate.is_set():
                 self._shutdown("SIGTERM")
-            elif self._can_step():
+            elif self._can_step() and self._due_in_s() == 0.0:
                 self._step()
             elif time.monotonic() - self._last_heartbeat >= self.options.heartbeat_interval_s:
                 self._heartbeat()
@@ -261,6 +268,7 @@ class EngineWorker:
         self._staged_samples = 0
         self._session_spans.clear()  # dropped on purpose: not lost, and nothing to replay
         self._replay_headroom = 0
+        self._played_until = 0.0  # the sinks drop what they buffered
         session = self._session
         if session is None:
             return
@@ -349,6 +357,7 @@ class EngineWorker:
         chunk = self._session.next_chunk()
         self._last_step_ms = (time.perf_counter() - start) * 1000
         self._publisher.publish(chunk, self.spec, epoch=self.epoch)
+        self._played_until = max(self._played_until, time.monotonic()) + chunk.num_frames / float(self.spec.fps)
         used = chunk.num_frames * self.spec.samples_per_frame
         self._in_session = max(0, self._in_session - used)
         self._consume(used)
@@ -376,9 +385,15 @@ class EngineWorker:
         self._staged_samples = self._in_session = self._replay_headroom = 0
         self._next_t = -1
 
+    def _due_in_s(self) -> float:
+        """Seconds until the next chunk may be published (``pace_lead_chunks``); 0.0: now."""
+        if self.options.pace_lead_chunks <= 0:
+            return 0.0
+        lead = self._played_until - time.monotonic()
+        return max(0.0, lead - self.options.pace_lead_chunks * self.spec.chunk_duration_s)
+
     def _consume(self, n: int) -> None:
         """A published chunk used the oldest ``n`` samples of the session: they are rendered."""
-        self._replay_headroom = max(0, self._replay_headroom - n)
         spans = self._session_spans
         while n > 0 and spans:
             take = min(n, spans[0][1])
