@@ -83,7 +83,8 @@ def test_daemon_status_while_running(tmp_path: Path) -> None:
             except DaemonUnavailable:
                 time.sleep(0.05)
                 continue
-            if reply.state == "running" and reply.chunks_done > 0:
+            # the engine publishes a chunk before the recorder's thread writes it: wait for both
+            if reply.state == "running" and reply.chunks_done > 0 and reply.sinks.get("recorder", "").endswith("chunks"):
                 break
             time.sleep(0.05)
         assert reply is not None and reply.state == "running" and reply.engine == "lite"
