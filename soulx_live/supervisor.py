@@ -12,18 +12,21 @@ bound here, so they outlive worker restarts). It
 - spawns the worker and waits for ``Ready`` at most ``init_timeout_s``;
 - watches the exit code, the heartbeat age (``heartbeat_timeout_s``; heartbeats come from the
   worker's generation loop, so their age measures progress, not mere existence) and ``chunks_done``
-  (must advance within ``heartbeat_timeout_s`` while the worker reports queued audio);
+  (must advance within ``heartbeat_timeout_s`` while the worker reports queued audio); until the worker's
+  first chunk (session start, warm-up) the limit is ``startup_timeout_s`` instead;
+- says "stalled" (and "running" again) while a warm worker misses two heartbeats, long before it is replaced;
 - calls each ``health_checks`` function with the worker pid about once per second while it is ready
   (e.g. ``MemoryWatch.check``); a returned string is a reason to restart it;
 - on a failure dumps the worker's stacks (SIGUSR1), kills its process group and restarts it after
-  ``restart_backoff_s[i]``, at most ``max_restarts`` times within ``restart_window_s``; beyond that,
+  ``restart_backoff_s[i]`` (the first at once), at most ``max_restarts`` times within ``restart_window_s``; beyond that,
   or for a configuration error (restarting cannot help), the state becomes ``failed``;
 - closes in stages: Shutdown -> wait for ShutdownAck (``shutdown_grace_s``) -> SIGTERM -> SIGKILL.
 
 :class:`EngineClient` is the thread-safe front the daemon uses to talk to the engine: its calls only
-queue messages (bounded: the oldest audio is dropped when the worker is behind or away) and the
-supervisor thread sends them; after every Ready it re-sends the active StartSession first, so the
-session resumes on a restarted worker. ``EngineClient.interrupt()`` is barge-in: queued audio is
+queue messages and the supervisor thread sends them; it keeps the audio a worker has not yet rendered
+(``replay_max_s``; beyond it the oldest is dropped and reported), and after every Ready it re-sends the
+active StartSession and then that audio first, so the session resumes on a restarted worker where the
+dead one stopped. ``EngineClient.interrupt()`` is barge-in: queued audio is
 dropped and an Interrupt with the next epoch goes out ahead of any later audio; a restarted worker is
 started at the client's current epoch. State changes go to ``on_state(state, detail)``, called from
 the supervisor thread.
@@ -174,6 +177,7 @@ class EngineClient:
         self._rendered_t = 0  # the current worker's progress on the session timeline (its heartbeats)
         self._floor = 0  # audio before this was dropped on purpose (barge-in): never replayed, never "lost"
         self._lost: list[tuple[int, int]] = []  # spans to report once the lock is released
+        self._owed = False  # a worker died: the audio waiting at the next Ready is owed to the session
         self._start: _Outgoing | None = None  # the active session's StartSession, re-sent after Ready
         self._session_id: str | None = None
         self._timeline_id: str | None = None  # the session whose audio _sent holds (also while it drains)
@@ -291,6 +295,7 @@ class EngineClient:
             self._forgotten.clear()
             replay = list(self._sent)
             self._clear_sent()
+            self._owed = True  # what waits now, and what comes until the next Ready, is the outage's
             if self._session_id is None:
                 for item in replay:
                     self._lose(max(item.t0, self._rendered_t), item.end)
@@ -309,9 +314,10 @@ class EngineClient:
         worker keeps all of it, beyond its backlog limit for a live engine that falls behind."""
         with self._lock:
             self._queue = deque(item for item in self._queue if item is not self._start)
-            if self._session_id is not None:
+            if self._owed and self._session_id is not None:
                 self._queue = deque(self._replay_item(item, 0) if item.samples and not item.replay else item
                                     for item in self._queue)
+            self._owed = False
             if self._start is not None:
                 self._queue.appendleft(self._start)
 

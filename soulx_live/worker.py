@@ -17,6 +17,12 @@ proves the loop is alive and a stuck ``next_chunk`` stops them. Bad control mess
 a non-fatal :class:`~soulx_live.protocol.EngineError` and the loop goes on; an exception that escapes
 the loop is reported as a fatal EngineError before the process exits (``run_engine_process``).
 
+Each heartbeat also says where on the session timeline the audio not yet in a published chunk starts
+(``rendered_t``) and which spans the worker dropped (``lost``: its engine fell behind ``max_backlog_s``): the
+client keeps the rest and replays it to a successor. Replayed audio (``AudioIn.replay``) may exceed the backlog
+limit (it is owed), and with live input (``pace_lead_chunks``) chunks are published no further ahead of real time
+than the bus queues hold, so a replayed backlog reaches sinks that play in real time without overflowing them.
+
 Barge-in (:class:`~soulx_live.protocol.Interrupt`): control messages are all read before the next
 chunk is made, so an Interrupt takes effect between two chunks: the staged audio and the audio inside
 the session are dropped, ``session.reset()`` returns the avatar to its idle pose, and every later

@@ -413,3 +413,93 @@ def test_holding_sink_calls_hold_once_per_outage() -> None:
     sink.tick()
     assert inner.holds == 2
     assert [c[0] for c in inner.chunks] == list(np.cumsum([0] + [c[1] for c in inner.chunks[:-1]]))
+
+
+# --- start-up phase and replay --------------------------------------------------------------------
+
+SLOW_FIRST_CHUNK = """
+import sys, time
+from engine.lite import engine as lite
+make = lite.LiteSession.next_chunk
+def slow_first(self):
+    if not getattr(self, "_warmed", False):
+        self._warmed = True
+        time.sleep(2.0)  # a warm-up: twice the heartbeat timeout, with no heartbeat meanwhile
+    return make(self)
+lite.LiteSession.next_chunk = slow_first
+from soulx_live.worker import main
+sys.exit(main())
+"""
+
+
+def test_a_first_chunk_slower_than_the_heartbeat_timeout_is_start_up_not_a_hang(config: SoulxConfig) -> None:
+    """The real worker, its first chunk 2 s: with heartbeat_timeout_s=1 it is not restarted (start-up has its own
+    limit, startup_timeout_s), and once it has made a chunk the 1 s limit applies."""
+    states = States()
+    launch = WorkerLaunch.from_config(config, argv=(sys.executable, "-c", SLOW_FIRST_CHUNK))
+    sup = Supervisor(sup_config(heartbeat_timeout_s=1.0), launch, on_state=states)
+    sup.start()
+    try:
+        sup.wait_ready(15)
+        sup.client.start_session("s")
+        speaker = Speaker(sup.client)
+        speaker.start()
+        wait_for(lambda: sup.stats.chunks_done >= 5, 15, "chunks after the slow first one")
+        speaker.stop.set()
+        speaker.join(2)
+    finally:
+        sup.close()
+    assert sup.stats.restarts == 0, states.seen
+    assert "stalled" not in states.names  # warming up is not a stall either
+
+
+class FakeWorkerSocket:
+    """A ctrl socket that keeps what it was sent."""
+
+    def __init__(self) -> None:
+        self.sent: list[list[bytes]] = []
+
+    def send_multipart(self, parts: list[bytes], flags: int = 0, copy: bool = True) -> None:
+        self.sent.append(parts)
+
+
+def _audio(sent: list[list[bytes]]) -> list[tuple[int, int, bool]]:
+    from soulx_live import protocol as p
+
+    msgs = [p.decode(parts[0]) for parts in sent]
+    return [(m.t0, m.n_samples, m.replay) for m in msgs if isinstance(m, p.AudioIn)]
+
+
+def test_client_replays_what_the_dead_worker_had_not_rendered_and_reports_what_it_could_not_keep() -> None:
+    from soulx_live import protocol as p
+
+    lost: list[tuple[int, int]] = []
+    client = EngineClient(SR, max_pending_s=0.2, on_audio_lost=lambda start, n: lost.append((start, n)))  # 3200
+    client.start_session("s")
+    for _ in range(4):
+        client.push_audio(np.zeros(640, np.float32))
+    sock = FakeWorkerSocket()
+    client.on_ready()
+    client.flush(sock)
+    assert _audio(sock.sent) == [(0, 640, False), (640, 640, False), (1280, 640, False), (1920, 640, False)]
+    # the worker put 1000 samples into published chunks, then died
+    client.on_progress(p.Heartbeat(mono_ns=0, chunks_done=1, session_id="s", rendered_t=1000))
+    client.on_worker_gone()
+    client.push_audio(np.zeros(640, np.float32))  # arrives while it is away
+    successor = FakeWorkerSocket()
+    client.on_ready()
+    client.flush(successor)
+    assert isinstance(p.decode(successor.sent[0][0]), p.StartSession)
+    # from the dead worker's last rendered sample on, once, in order, then what came meanwhile: all owed
+    assert _audio(successor.sent) == [(1000, 280, True), (1280, 640, True), (1920, 640, True), (2560, 640, True)]
+    assert lost == [] and client.replayed_samples == 1560
+    # the successor renders little and dies too; meanwhile more audio than the 0.2 s kept arrives: the oldest is
+    # lost, reported as one span on the session timeline
+    client.on_worker_gone()
+    for _ in range(3):
+        client.push_audio(np.zeros(640, np.float32))
+    assert lost == [(1000, 280), (1280, 640)] and client.dropped_samples == 920
+    # a barge-in drops what is queued on purpose: not lost, never replayed
+    client.interrupt()
+    client.on_worker_gone()
+    assert client.dropped_samples == 920 and client.unrendered_samples == 0
