@@ -26,7 +26,16 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 
 from daemon_fakes import write_audio
-from live_support import SR, DaemonThread, ProbeSink, Write, assert_contiguous, live_config, short_tmp, wait_for
+from live_support import (
+    SR,
+    DaemonThread,
+    ProbeSink,
+    Write,
+    assert_contiguous,
+    live_config,
+    short_tmp,
+    wait_for,
+)
 
 from soulx_live.config import SoulxConfig, SupervisorConfig
 from soulx_live.daemon import Daemon
