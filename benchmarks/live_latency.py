@@ -1,7 +1,7 @@
 """Live latency benchmark: silence -> speech and barge-in, through the real engine worker process.
 
 Pieces, as in the daemon: a :class:`~soulx_live.supervisor.Supervisor` runs ``python -m
-soulx_live.worker`` (lite engine), the :class:`~soulx_live.supervisor.EngineClient` takes audio from a
+soulx_live.worker`` (lite engine), the :class:`~soulx_live.engine_client.EngineClient` takes audio from a
 "voice" thread that pushes ``PACKET_MS`` packets at real-time pace, and a sink thread subscribes to the
 frame bus like the daemon's sink loop: ``recv`` with a one-frame timeout, barge-in check
 (``client.epoch`` above the sink's -> ``HoldingSink.interrupt``), ``write`` (stale epochs dropped),
@@ -50,7 +50,9 @@ from engine.interface import ChunkSpec, FrameChunk, SessionRequest
 from plugins.hold import HoldingSink
 from soulx_live.bus import FrameSubscriber
 from soulx_live.config import SoulxConfig, SupervisorConfig
-from soulx_live.supervisor import EngineClient, Supervisor, WorkerLaunch
+from soulx_live.engine_client import EngineClient
+from soulx_live.supervisor import Supervisor
+from soulx_live.worker_launch import WorkerLaunch
 
 log = logging.getLogger("live_latency")
 

@@ -1,7 +1,7 @@
 """The engine behind a process boundary, as the daemon sees it: a supervised worker plus its client.
 
 :class:`WorkerEngine` bundles :class:`~soulx_live.supervisor.Supervisor` (spawn, handshake, heartbeat
-watchdog, restarts) and :class:`~soulx_live.supervisor.EngineClient` (never-blocking sends) behind the
+watchdog, restarts) and :class:`~soulx_live.engine_client.EngineClient` (never-blocking sends) behind the
 few calls the daemon makes: ``start`` (blocks for the first Ready and returns the chunk spec),
 ``start_session``, ``push_audio``, ``push_phonemes``, ``interrupt``, ``stop_session``, ``close``.
 The worker binds the frame bus itself; the daemon's sink threads subscribe to it and stay connected
@@ -43,7 +43,9 @@ class WorkerEngine:
                  health_checks: Sequence[Callable[[int], str | None]] = (),
                  on_progress: Callable[[Heartbeat], None] | None = None,
                  on_audio_lost: Callable[[int, int], None] | None = None) -> None:
-        from soulx_live.supervisor import EngineClient, Supervisor, WorkerLaunch
+        from soulx_live.engine_client import EngineClient
+        from soulx_live.supervisor import Supervisor
+        from soulx_live.worker_launch import WorkerLaunch
 
         self.config = config
         self._on_state = on_state

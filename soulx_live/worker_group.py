@@ -1,7 +1,7 @@
 """The engine worker as a torchrun group: rank 0 alone talks ZeroMQ, every other rank mirrors its session.
 
 FlashTalk splits each chunk across GPUs (sequence parallelism), so every rank must run the same session calls in
-the same order: the DiT's collectives then line up. Rank 0 runs the normal :class:`~soulx_live.worker.EngineWorker`
+the same order: the DiT's collectives then line up. Rank 0 runs the normal :class:`~soulx_live.engine_worker.EngineWorker`
 with its engine wrapped in :class:`MirroredEngine`, which broadcasts each session call (start, audio, next chunk,
 reset) to the group before running it locally; ranks > 0 run :func:`follow`, which replays them. Audio windows
 thus reach every rank by broadcast, and only rank 0 publishes frames. A rank that dies takes the group down

@@ -71,7 +71,7 @@ def test_the_contracts_catch_a_planted_violation(tmp_path: Path, violation: str)
     rename = {name: f"{name}_{tag}" for name in PACKAGES}
     top, mid, low = (rename[n] for n in PACKAGES)
     files = {f"{name}/__init__.py": "" for name in rename.values()}
-    files |= {f"{top}/worker.py": "", f"{top}/worker_group.py": "", f"{top}/render.py": "", f"{top}/daemon.py": "",
+    files |= {f"{top}/worker.py": "", f"{top}/engine_worker.py": "", f"{top}/worker_group.py": "", f"{top}/render.py": "", f"{top}/daemon.py": "",
               f"{top}/factory/__init__.py": "", f"{top}/factory/engine.py": "", f"{top}/live/__init__.py": "",
               f"{top}/control/__init__.py": "", f"{top}/control/server.py": "",
               f"{mid}/virtualcam.py": "", f"{mid}/virtualmic.py": "", f"{mid}/hold.py": "", f"{mid}/obs/__init__.py": "",

@@ -22,8 +22,10 @@ from engine.interface import ChunkSpec, FrameChunk, SessionRequest
 from soulx_live import protocol as p
 from soulx_live.bus import FramePublisher, FrameSubscriber
 from soulx_live.config import SoulxConfig, SupervisorConfig
-from soulx_live.supervisor import EngineClient, Supervisor, WorkerLaunch
-from soulx_live.worker import EngineWorker, WorkerOptions
+from soulx_live.engine_client import EngineClient
+from soulx_live.engine_worker import EngineWorker, WorkerOptions
+from soulx_live.supervisor import Supervisor
+from soulx_live.worker_launch import WorkerLaunch
 
 pytestmark = pytest.mark.timeout(30)
 

@@ -19,7 +19,9 @@ from engine.interface import ChunkSpec, FrameChunk
 from plugins.hold import FrameGapFiller, HoldingSink
 from soulx_live.bus import FrameSubscriber
 from soulx_live.config import SoulxConfig, SupervisorConfig
-from soulx_live.supervisor import EngineClient, Supervisor, WorkerLaunch
+from soulx_live.engine_client import EngineClient
+from soulx_live.supervisor import Supervisor
+from soulx_live.worker_launch import WorkerLaunch
 
 pytestmark = pytest.mark.timeout(30)
 

@@ -22,8 +22,8 @@ from engine.interface import FrameChunk
 from soulx_live import protocol as p
 from soulx_live.bus import FrameSubscriber
 from soulx_live.config import SoulxConfig
+from soulx_live.engine_worker import WorkerOptions
 from soulx_live.runtime_dir import endpoint
-from soulx_live.worker import WorkerOptions
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -265,7 +265,7 @@ def test_audio_beyond_max_backlog_s_drops_the_oldest_first() -> None:
     from daemon_fakes import FakeEngine
 
     from soulx_live.bus import FramePublisher
-    from soulx_live.worker import EngineWorker
+    from soulx_live.engine_worker import EngineWorker
 
     ctx = zmq.Context.instance()
     events_in, events_out, ctrl = ctx.socket(zmq.PULL), ctx.socket(zmq.PUSH), ctx.socket(zmq.PULL)

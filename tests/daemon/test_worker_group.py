@@ -20,7 +20,8 @@ from live_support import live_config, short_tmp
 
 from engine.interface import FrameChunk
 from soulx_live.bus import FrameSubscriber
-from soulx_live.supervisor import Supervisor, WorkerLaunch
+from soulx_live.supervisor import Supervisor
+from soulx_live.worker_launch import WorkerLaunch
 
 pytestmark = pytest.mark.timeout(120)
 
