@@ -375,8 +375,11 @@ class HoldingSink:
         return av_offset(self.inner)
 
     def hold(self, reason: str) -> None:
-        """Remember why the engine is away (named in the inner sink's ``hold`` when frames are held)."""
-        self._reason = reason
+        """Why the engine is away: named in the inner sink's ``hold`` when holding begins, and passed on at once
+        when it changes while frames are already held (late -> stalled -> restarting)."""
+        changed, self._reason = reason != self._reason, reason
+        if changed and self.filler is not None and self.filler.holding:
+            self.inner.hold(reason)
 
     def close(self) -> object:
         return self.inner.close()

@@ -58,7 +58,7 @@ log = logging.getLogger(__name__)
 POLL_S = 0.05
 SINK_CLOSE_S = 5.0  # extra time sinks get to finalise after the drain deadline
 JOIN_S = 2.0
-STATUS_STATES = ("starting", "running", "restarting", "degraded", "failed", "stopped")
+STATUS_STATES = ("starting", "running", "stalled", "restarting", "degraded", "failed", "stopped")
 
 
 class Daemon:

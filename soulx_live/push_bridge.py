@@ -51,6 +51,8 @@ class Tracker(Protocol):
 
     def interrupt(self, at_sample: int) -> None: ...
 
+    def lost(self, start_sample: int, n_samples: int) -> None: ...
+
 
 class _NoTracker:
     """Stands in when this build has no utterance tracker: no speech events."""
@@ -62,6 +64,9 @@ class _NoTracker:
         pass
 
     def interrupt(self, at_sample: int) -> None:
+        pass
+
+    def lost(self, start_sample: int, n_samples: int) -> None:
         pass
 
 

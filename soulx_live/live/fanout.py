@@ -168,7 +168,9 @@ class SinkFanout:
         filler = getattr(out, "filler", None)
         if filler is None:
             return held_seen
-        self._session.sink_frames[name] = int(filler.out_frames)
+        # the timeline played so far: engine frames only (held frames stand for no fed audio, so counting them
+        # would let an utterance report "finished" while its replayed audio is still to come)
+        self._session.sink_frames[name] = int(filler.out_frames) - int(filler.filled_frames)
         held = int(filler.filled_frames)
         if held > held_seen:
             self._metrics.observe("add_duplicated_frames", name, held - held_seen)

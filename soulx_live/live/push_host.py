@@ -71,7 +71,7 @@ class PushHost:
     def emit_speech(self, event: object) -> None:
         """A speech event of pushed audio: to sinks with ``on_speech``, listeners, and the push clients."""
         kind = getattr(event, "kind", "")
-        if kind in ("started", "finished", "interrupted"):
+        if kind in ("started", "finished", "interrupted"):  # "lost" changes nothing a scene shows
             for sink in self._sinks():  # e.g. the OBS sink switches scenes while the avatar speaks
                 on_speech = getattr(sink, "on_speech", None)
                 if on_speech is not None:
@@ -84,6 +84,13 @@ class PushHost:
         server = self.server
         if server is not None:
             server.publish_event(event)
+
+    def audio_lost(self, start_sample: int, n_samples: int) -> None:
+        """Fed-timeline samples the engine never got (an outage past the replay limit): the utterances they belong
+        to say so (a ``lost`` event, and ``finished`` reports only what played). Any thread."""
+        bridge = self.bridge
+        if bridge is not None:
+            bridge.tracker.lost(start_sample, n_samples)
 
     def report_played(self, played_samples: int) -> None:
         """How far the sinks have played: utterances finish when their last sample was shown."""

@@ -191,9 +191,7 @@ class SupervisedDriver(DriverBase):
     def _on_audio_lost(self, start_sample: int, n_samples: int) -> None:
         """Fed audio no worker will render (engine thread or supervisor thread): the push API reports the
         utterances it cuts (an utterance must not claim to have played audio that was never shown)."""
-        audio_lost = getattr(self.parts.push, "audio_lost", None)
-        if audio_lost is not None:
-            audio_lost(start_sample, n_samples)
+        self.parts.push.audio_lost(start_sample, n_samples)
 
     def _memory_check(self) -> Callable[[int], str | None]:
         """Worker health check: the memory watermark (``supervisor.memory_limit_mb``) and leak trend."""

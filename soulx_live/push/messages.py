@@ -105,7 +105,7 @@ Reply = ReceiptReply | InterruptedReply | StatusReply | ErrorReply
 
 
 class SpeechEventMsg(_Msg, kw_only=True):
-    kind: str  # started | finished | interrupted
+    kind: str  # started | finished | interrupted | lost
     utterance_id: str
     position_s: float
     played_s: float

@@ -11,13 +11,15 @@ __all__ = ["SpeechEvent", "UtteranceTracker"]
 
 log = logging.getLogger(__name__)
 
-SpeechKind = Literal["started", "finished", "interrupted"]
+SpeechKind = Literal["started", "finished", "interrupted", "lost"]
 
 
 @dataclass(frozen=True)
 class SpeechEvent:
     """``position_s``: timeline position of the event (utterance start, end, or where it was cut);
-    ``played_s``: how much of the utterance had played then."""
+    ``played_s``: how much of the utterance had played then. ``lost``: part of the utterance never reached the
+    engine (an engine outage longer than the replay allows); ``position_s`` is where the loss starts, and
+    ``played_s`` of the later ``finished`` counts only what really played."""
 
     kind: SpeechKind
     utterance_id: str
@@ -31,6 +33,7 @@ class _Entry:
     start: int
     n: int
     started: bool = False
+    lost: int = 0  # samples of it that never reached the engine
 
 
 class UtteranceTracker:
@@ -72,10 +75,23 @@ class UtteranceTracker:
                     e.started = True
                     events.append(self._event("started", e, e.start, 0))
                 if e.started and sample >= e.start + e.n:
-                    events.append(self._event("finished", e, e.start + e.n, e.n))
+                    events.append(self._event("finished", e, e.start + e.n, e.n - e.lost))
                 else:
                     keep.append(e)
             self._entries = keep
+        self._send(events)
+
+    def lost(self, start_sample: int, n_samples: int) -> None:
+        """Timeline samples ``[start_sample, start_sample + n_samples)`` were dropped before the engine got them:
+        each utterance they overlap gets a ``lost`` event now (its position: where the loss starts in it)."""
+        end = int(start_sample) + int(n_samples)
+        events: list[SpeechEvent] = []
+        with self._lock:
+            for e in self._entries:
+                lo, hi = max(e.start, int(start_sample)), min(e.start + e.n, end)
+                if hi > lo:
+                    e.lost += hi - lo
+                    events.append(self._event("lost", e, lo, min(max(self._played - e.start, 0), e.n)))
         self._send(events)
 
     def interrupt(self, at_sample: int) -> None:

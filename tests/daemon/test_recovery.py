@@ -159,9 +159,6 @@ def test_audio_beyond_replay_max_s_is_lost_and_reported_exactly() -> None:
     assert_same_audio(played_audio(probe.snapshot()), ref[keep])
 
 
-@pytest.mark.xfail(strict=True, reason="needs two changes outside the supervisor: 'stalled' in soulx_live.daemon."
-                                       "STATUS_STATES (status maps it to 'running'), and plugins.hold.HoldingSink.hold "
-                                       "passing a new reason to the inner sink while it holds; remove this mark then")
 def test_sigstop_says_stalled_at_once_then_the_worker_is_replaced_with_nothing_lost() -> None:
     ref = noise(16.0)
     interval = min(1.0, DEFAULTS.heartbeat_timeout_s / 5)

@@ -73,3 +73,17 @@ def test_rejects_empty_utterance_and_bad_rate() -> None:
         t.add("a", 0, 0)
     with pytest.raises(ValueError, match="sample_rate"):
         UtteranceTracker(0, lambda e: None)
+
+
+def test_lost_audio_is_reported_and_finished_counts_only_what_played() -> None:
+    t, events = _tracker()
+    t.add("a", 16000, 16000)  # 1.0 s .. 2.0 s
+    t.add("b", 40000, 8000)  # 2.5 s .. 3.0 s
+    t.on_played(20000)
+    t.lost(24000, 4000)  # 1.5 s .. 1.75 s of "a" never reached the engine (an outage past the replay limit)
+    assert events[-1] == SpeechEvent("lost", "a", 1.5, 0.25)
+    t.on_played(32000)
+    assert events[-1] == SpeechEvent("finished", "a", 2.0, 0.75)  # not 1.0: a quarter second never played
+    t.on_played(48000)
+    assert [e.kind for e in events if e.utterance_id == "b"] == ["started", "finished"]  # untouched
+    assert events[-1].played_s == 0.5
