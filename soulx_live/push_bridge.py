@@ -168,6 +168,12 @@ class PushBridge:
 
     # -- driven by the daemon --------------------------------------------------------------------
 
+    def session_ended(self) -> None:
+        """The session is over (the daemon stops): unfinished utterances are ``interrupted`` where playback got,
+        so no client waits for a ``finished`` that will never come."""
+        with self._lock:
+            self.tracker.interrupt(self._played)
+
     def on_played(self, sample: int) -> None:
         """The sinks have played the timeline up to ``sample`` (never goes backwards)."""
         with self._lock:

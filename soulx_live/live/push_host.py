@@ -61,6 +61,9 @@ class PushHost:
         log.info("push API on %s%s", server.zmq_address, f" and {server.http_url}" if server.http_url else "")
 
     def stop(self) -> None:
+        """The session is over: cut what is unfinished (its clients get the events), then close the server."""
+        if self.bridge is not None:
+            self.bridge.session_ended()
         server, self.server = self.server, None
         if server is not None:
             try:

@@ -410,3 +410,29 @@ def test_speech_events_reach_listeners_and_sinks_with_on_speech() -> None:
     for kind in ("started", "finished", "started", "interrupted"):
         daemon.push.emit_speech(SimpleNamespace(kind=kind, utterance_id="u", position_s=0.0, played_s=0.0))
     assert speaking == [True, False, True, False] and len(heard) == 4
+
+
+def test_a_stop_that_cuts_an_utterance_tells_the_push_clients() -> None:
+    """Shutdown in the middle of a pushed utterance: the client gets ``interrupted`` with how much played, instead
+    of waiting for a ``finished`` that never comes (the events go out before the push server closes)."""
+    from soulx_live.push.client import PushClient
+
+    with short_tmp() as root:
+        daemon, probe = _push_daemon(root, **{"push.enabled": True, "push.max_packet_s": 10.0})
+        runner = DaemonThread(daemon).start()
+        try:
+            _handler(daemon)
+            wait_for(lambda: daemon.push.server is not None and len(probe.snapshot()) >= 2, 15, "push server, idle")
+            with PushClient(daemon.config) as client:
+                client.subscribe()
+                client.push_pcm((_tone(8.0) * 32767).astype(np.int16), SR, utterance_id="long")
+                events = client.events(timeout_s=10)
+                first = next(events)
+                assert first.kind == "started"
+                daemon.request_stop("test: stop mid-utterance")
+                rest = list(client.events(timeout_s=5))
+        finally:
+            runner.stop()
+    cut = [e for e in rest if e.utterance_id == "long"]
+    assert [e.kind for e in cut] == ["interrupted"], rest
+    assert 0 < cut[0].played_s < 8.0

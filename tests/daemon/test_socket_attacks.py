@@ -111,3 +111,32 @@ def test_attacks_and_fuzz_on_every_zmq_socket_leave_the_daemon_serving() -> None
     assert sent > 20
     assert status.restarts == 0, "the attack restarted the engine worker"
     assert code == 0
+
+
+@pytest.mark.timeout(90)
+def test_fuzz_on_the_push_socket_leaves_the_push_api_serving() -> None:
+    """The push API's ZeroMQ socket (ROUTER, REQ clients) under the same bounded fuzz: every request that reaches
+    it is answered, and afterwards a real client still gets its status and pushes audio."""
+    from soulx_live.push.client import PushClient
+
+    with short_tmp() as root:
+        config = live_config(root, **{"audio.source": "push", "push.enabled": True})
+        probe = ProbeSink()
+        daemon = Daemon(config, sink_factory=lambda _: [probe])
+        runner = DaemonThread(daemon).start()
+        try:
+            wait_for(lambda: daemon.push.server is not None and len(probe.snapshot()) >= 2, 20, "the push server")
+            push = endpoint("push", config.bus)
+            rng = np.random.default_rng(11)
+            end, sent, answered = time.monotonic() + FUZZ_S, 0, 0
+            while time.monotonic() < end:
+                answered += _request(push, _random_message(rng)) is not None
+                sent += 1
+            assert _request(push, [NESTED]) is not None
+            with PushClient(config) as client:
+                receipt = client.push_pcm(np.zeros(1600, np.int16), 16000)
+            _alive(daemon, probe, config)
+        finally:
+            code = runner.stop()
+    assert sent > 20 and answered == sent, f"{sent - answered} of {sent} fuzz requests got no answer"
+    assert receipt is not None and code == 0
