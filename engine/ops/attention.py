@@ -14,10 +14,14 @@ Backends:
 Choice, first match wins: the ``backend`` argument, then :func:`set_attention_backend`, then automatic
 ("flash" for fp16/bf16 CUDA tensors when available, else "sdpa"). The float32 parity path therefore uses sdpa
 (in float32) on CPU, which the golden tolerances require.
+
+The flash-attn probe (an import) runs once, outside any compiled region: :func:`set_attention_backend` and
+:func:`prepare_attention` (which :func:`engine.ops.compile.compile_dit_blocks` calls before compiling) do it, and
+its result is kept in plain module globals. The per-call choice then reads only those globals and ``q``'s device
+and dtype, which ``torch.compile`` folds into constants under its guards: no graph break at each attention call.
 """
 from __future__ import annotations
 
-import functools
 import logging
 import math
 from collections.abc import Callable
@@ -34,6 +38,7 @@ __all__ = [
     "attention_with_lse",
     "flash_available",
     "get_attention_backend",
+    "prepare_attention",
     "resolve_backend",
     "set_attention_backend",
 ]
@@ -44,11 +49,14 @@ Backend = Literal["sdpa", "flash", "math"]
 BACKENDS: tuple[str, ...] = ("sdpa", "flash", "math")
 
 _override: str | None = None
+#: The flash-attn probe's ``(module, reason)``; None until :func:`_flash_probe` has run (once per process).
+_flash_state: tuple[ModuleType | None, str] | None = None
 
 
 def set_attention_backend(name: str | None) -> None:
     """Force one backend for every later call (``None`` returns to automatic choice)."""
     global _override
+    _flash_probe()  # here, outside compiled code, so the automatic choice later only reads the result
     if name is not None:
         _check_name(name)
         if name == "flash" and _flash_module() is None:
@@ -59,6 +67,12 @@ def set_attention_backend(name: str | None) -> None:
 def get_attention_backend() -> str | None:
     """The forced backend, or ``None`` when the choice is automatic."""
     return _override
+
+
+def prepare_attention() -> None:
+    """Probe the kernels now (the flash-attn import), so that no call inside a compiled region has to: an import
+    there would break the graph at every attention call. Idempotent and cheap after the first call."""
+    _flash_probe()
 
 
 def flash_available() -> bool:
@@ -178,9 +192,19 @@ def _first(out: torch.Tensor | tuple[torch.Tensor, ...]) -> torch.Tensor:
     return out[0] if isinstance(out, (tuple, list)) else out
 
 
-@functools.cache
 def _flash_probe() -> tuple[ModuleType | None, str]:
-    """Import flash-attn once: ``(module, reason)``; module is None when unusable."""
+    """``(module, reason)`` of flash-attn; module is None when unusable. Imports once per process.
+
+    A plain global rather than ``functools.cache``: Dynamo ignores a cache wrapper and would trace the import
+    again inside a compiled region (a graph break); a global set before compiling is a guarded constant.
+    """
+    global _flash_state
+    if _flash_state is None:
+        _flash_state = _import_flash()
+    return _flash_state
+
+
+def _import_flash() -> tuple[ModuleType | None, str]:
     reasons = []
     for name in ("flash_attn_interface", "flash_attn"):
         try:

@@ -14,6 +14,10 @@ replaces those ``nn.Linear`` layers:
 Everything else (embeddings, the float32 time/head layers, norms, the audio layers, attention itself) stays in
 its precision. The error against bf16 is measured on the golden bundle by ``benchmarks/fp8_error.py``.
 
+Which of the two runs is decided when the layer is built or moved (``.to()``/``.cuda()``), from the device its
+weights are on, and kept as the plain attribute ``Fp8Linear.scaled_mm``: the forward reads a bool, so no device
+query runs per call and ``torch.compile`` traces one branch without a graph break.
+
 The float32 emulation is for the CPU (tests, error measurement). On a CUDA device without FP8 tensor cores it would
 run silently on every forward at a fraction of the bf16 speed, so :func:`require_fp8_gemms` refuses that device at
 start and names the fix; the weight-only FP8 storage (:mod:`engine.ops.fp8_weights`) is what such GPUs can use.
@@ -90,11 +94,24 @@ class Fp8Linear(nn.Module):
         self.register_buffer("weight_fp8", weight)  # [out, in], row-major: its .t() is the column-major operand
         self.register_buffer("weight_scale", scale.reshape(1, -1))  # [1, out]
         self.register_buffer("bias", None if linear.bias is None else linear.bias.detach().clone())
+        #: True: ``torch._scaled_mm`` on FP8 tensor cores; False: the float32 emulation. Follows the weights' device.
+        self.scaled_mm = self._scaled_mm_usable()
+
+    def _scaled_mm_usable(self) -> bool:
+        # _scaled_mm needs both GEMM dimensions divisible by 16.
+        return (fp8_supported(self.weight_fp8.device)
+                and self.in_features % 16 == 0 and self.out_features % 16 == 0)
+
+    def _apply(self, fn, recurse=True):  # type: ignore[no-untyped-def]  # nn.Module's own signature
+        # Every device move (.to/.cuda/.cpu, to_empty) passes here: decide the GEMM again for the new device, once.
+        module = super()._apply(fn, recurse)
+        self.scaled_mm = self._scaled_mm_usable()
+        return module
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         rows = x.reshape(-1, self.in_features)
         q, scale = quantize_rows(rows)
-        if fp8_supported(x.device) and self.in_features % 16 == 0 and self.out_features % 16 == 0:
+        if self.scaled_mm:
             # Row-wise scales (one per token, one per output channel) are supported with a bf16 output only.
             out = torch._scaled_mm(q, self.weight_fp8.t(), scale_a=scale, scale_b=self.weight_scale,
                                    out_dtype=torch.bfloat16)
@@ -106,7 +123,8 @@ class Fp8Linear(nn.Module):
         return out.to(x.dtype).reshape(*x.shape[:-1], self.out_features)
 
     def extra_repr(self) -> str:
-        return f"in_features={self.in_features}, out_features={self.out_features}, e4m3"
+        gemm = "scaled_mm" if self.scaled_mm else "float32 emulation"
+        return f"in_features={self.in_features}, out_features={self.out_features}, e4m3, {gemm}"
 
 
 def quantize_block_fp8(block: nn.Module) -> int:

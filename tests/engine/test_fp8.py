@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import torch
 from golden_support import present_cases
 from torch import nn
@@ -54,3 +55,23 @@ def test_the_swap_leaves_other_layers_alone() -> None:
     block = model.blocks[0]
     assert isinstance(block.self_attn.q, Fp8Linear) and isinstance(block.ffn[2], Fp8Linear)
     assert isinstance(block.cross_attn.k, nn.Linear) and not isinstance(model.head.head, Fp8Linear)
+
+
+def test_the_gemm_is_chosen_when_placed_not_per_call(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``Fp8Linear.scaled_mm`` is decided at construction and on every device move; the forward reads only that
+    bool (a device query per call would also break ``torch.compile``'s graph)."""
+    from engine.ops import fp8 as fp8_mod
+
+    monkeypatch.setattr(fp8_mod, "fp8_supported", lambda _device: True)  # as if built on an H100
+    assert Fp8Linear(nn.Linear(64, 32)).scaled_mm
+    assert not Fp8Linear(nn.Linear(64, 40)).scaled_mm  # _scaled_mm needs dimensions divisible by 16
+    layer = Fp8Linear(nn.Linear(64, 32))
+    monkeypatch.setattr(fp8_mod, "fp8_supported", lambda _device: False)  # moved to a device without them
+    layer.to("cpu")
+    assert not layer.scaled_mm
+
+    def no_query(_device: torch.device) -> bool:
+        raise AssertionError("forward queried the device")
+
+    monkeypatch.setattr(fp8_mod, "fp8_supported", no_query)
+    assert layer(torch.randn(3, 64)).shape == (3, 32)
