@@ -4,7 +4,9 @@ the streaming engine at a chosen configuration, with random weights (no checkpoi
 * :mod:`engine.bench.config` -- :class:`BenchConfig` (resolution, frames, steps, dtype, world size, attention
   backend, compile);
 * :mod:`engine.bench.runner` -- the per-chunk loop over the engine's own functions, timed per stage;
-* :mod:`engine.bench.flops` / :mod:`engine.bench.device_peaks` -- analytic DiT FLOP count and GPU peaks;
+* :mod:`engine.bench.flops` / :mod:`engine.bench.device_peaks` -- analytic DiT FLOP count (what runs: the cached
+  context K/V apart) and dense bf16/FP8 GPU peaks by exact device name;
+* :mod:`engine.bench.ceiling` -- the measured matmul ceiling of the GPU (bf16, FP8), beside the peak;
 * :mod:`engine.bench.report` -- summary, table and JSON (device, date, git commit, config);
 * :mod:`engine.bench.reference` -- the comparison against the released code path from a local checkout;
 * :mod:`engine.bench.cli` -- the argument parser shared by ``soulx-live bench``, ``benchmarks/engine_14b.py``

@@ -8,6 +8,11 @@ the count against what the model actually runs.
 The count follows ``engine.models.transformer.WanAudioTransformer`` for a batch of one: the text is padded to
 ``text_len`` tokens and not masked (so 512 + 257 context tokens), each latent frame's tokens attend to that
 frame's ``context_tokens`` audio tokens only.
+
+What runs per forward is less than that whole count: a session computes the text/CLIP embeddings and every
+block's text/image cross-attention K/V once (``WanAudioTransformer.context_kv``, the default; the release
+recomputes them every step), so :attr:`DitFlops.context_kv` is that once-per-session part and
+:meth:`DitFlops.running` the per-forward figure that utilisation is computed from.
 """
 from __future__ import annotations
 
@@ -31,6 +36,12 @@ class DitFlops:
     self_attn_core: int  # QK^T and PV of self-attention (the L^2 term)
     cross_attn_core: int  # QK^T and PV of the text/image and audio cross-attentions
     embed_head: int  # patch embedding, text/time/image embeddings, audio projection, head
+    # Of cross_proj + embed_head: the text/CLIP embeddings and every block's text/image K/V projections, which
+    # ``WanAudioTransformer.context_kv`` computes once per session when the cross K/V cache is on.
+    context_kv: int
+    # Of self_attn_proj_ffn + cross_proj: the block linears ``engine.ops.fp8.BLOCK_LINEARS`` runs as e4m3 GEMMs
+    # with --fp8 (self-attention q k v o, text/image q o, FFN); the rest stays in the compute dtype.
+    fp8_gemms: int
 
     @property
     def blocks(self) -> int:
@@ -39,7 +50,12 @@ class DitFlops:
 
     @property
     def total(self) -> int:
+        """Everything a forward without a cached cross context computes (SPEC §10.2's count)."""
         return self.blocks + self.embed_head
+
+    def running(self, cross_kv_cache: bool = True) -> int:
+        """What one forward computes: :attr:`total` less :attr:`context_kv` when that is cached per session."""
+        return self.total - self.context_kv if cross_kv_cache else self.total
 
     def as_dict(self) -> dict[str, int]:
         return {
@@ -50,6 +66,9 @@ class DitFlops:
             "embed_head": self.embed_head,
             "blocks": self.blocks,
             "total": self.total,
+            "context_kv": self.context_kv,
+            "running_with_cross_kv_cache": self.running(True),
+            "fp8_gemms": self.fp8_gemms,
         }
 
 
@@ -81,10 +100,10 @@ def dit_flops(cfg: Any, latent: tuple[int, int, int]) -> DitFlops:
         return 2 * rows * fan_in * fan_out
 
     self_proj_ffn = 4 * linear(n, d, d) + linear(n, d, f) + linear(n, f, d)
+    context_kv_proj = 2 * linear(cfg.text_len, d, d) + 2 * linear(CLIP_TOKENS, d, d)  # text k, v; image k, v
     cross = (
         2 * linear(n, d, d)  # text/image q, o
-        + 2 * linear(cfg.text_len, d, d)  # text k, v
-        + 2 * linear(CLIP_TOKENS, d, d)  # image k, v
+        + context_kv_proj
         + 2 * linear(n, d, d)  # audio q, proj
         + linear(grid_f * audio_tokens, cfg.output_dim, 2 * d)  # audio kv
     )
@@ -101,11 +120,14 @@ def dit_flops(cfg: Any, latent: tuple[int, int, int]) -> DitFlops:
         + linear(grid_f, inter, inter)
         + linear(grid_f, inter, audio_tokens * cfg.output_dim)
     )
+    context_embed = (
+        linear(cfg.text_len, cfg.text_dim, d) + linear(cfg.text_len, d, d)  # text embedding
+        + linear(CLIP_TOKENS, CLIP_DIM, CLIP_DIM) + linear(CLIP_TOKENS, CLIP_DIM, d)  # image projection
+    )
     embed_head = (
         linear(n, cfg.in_dim * pt * ph * pw, d)  # patch embedding (a strided conv = a linear over patches)
-        + linear(cfg.text_len, cfg.text_dim, d) + linear(cfg.text_len, d, d)  # text embedding
+        + context_embed
         + linear(1, cfg.freq_dim, d) + linear(1, d, d) + linear(1, d, 6 * d)  # time embedding + projection
-        + linear(CLIP_TOKENS, CLIP_DIM, CLIP_DIM) + linear(CLIP_TOKENS, CLIP_DIM, d)  # image projection
         + audio_proj
         + linear(n, d, math.prod(cfg.patch_size) * cfg.out_dim)  # head
     )
@@ -115,4 +137,6 @@ def dit_flops(cfg: Any, latent: tuple[int, int, int]) -> DitFlops:
         self_attn_core=layers * self_core,
         cross_attn_core=layers * cross_core,
         embed_head=embed_head,
+        context_kv=context_embed + layers * context_kv_proj,
+        fp8_gemms=layers * (self_proj_ffn + 2 * linear(n, d, d)),  # + text/image q, o
     )

@@ -90,24 +90,59 @@ def _sig(value: float, digits: int = 6) -> float:
     return float(f"{value:.{digits}g}")
 
 
-def utilisation(cfg: BenchConfig, dit_ms: float, device: torch.device, device_name: str) -> dict[str, Any]:
-    """DiT FLOP per chunk (analytic, ``engine.bench.flops``), achieved FLOP/s and model FLOP utilisation."""
+def utilisation(cfg: BenchConfig, dit_ms: float, device: torch.device, device_name: str,
+                ceiling: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+    """DiT FLOP per chunk (analytic, ``engine.bench.flops``), achieved FLOP/s and model FLOP utilisation.
+
+    The FLOP count is what runs: with the cross K/V cache (the default) the text/CLIP embeddings and K/V are
+    computed once per session, so they are left out of the per-chunk figure and given apart. The peak is that of
+    the precision the DiT's big GEMMs run in: FP8 with ``--fp8`` (the bf16 figure beside it, and a mixed one that
+    holds each part to its own peak), else the compute dtype. ``ceiling`` (:func:`engine.bench.ceiling.
+    device_ceilings`) adds the utilisation of the measured matmul ceiling of the same precision.
+    """
     per_step = dit_flops(dit_config_for(cfg), latent_grid(cfg.frames, cfg.height, cfg.width))
-    per_chunk = per_step.total * cfg.steps
-    achieved = per_chunk / (dit_ms / 1e3) if dit_ms > 0 else 0.0
-    peak = peak_flops(device_name, cfg.dtype, device.type)
+    per_forward = per_step.running(cfg.cross_kv_cache)
+    per_chunk = per_forward * cfg.steps
+    seconds = dit_ms / 1e3
+    achieved = per_chunk / seconds if dit_ms > 0 else 0.0
+    gpus = cfg.world_size
+    peak_dtype = "fp8" if cfg.fp8 else cfg.dtype
+    peak = peak_flops(device_name, peak_dtype, device.type)
+
+    def share(tflops: float | None) -> float | None:
+        return round(achieved / (tflops * 1e12 * gpus), 4) if tflops and achieved > 0 else None
+
     out: dict[str, Any] = {
         "dit_flops_per_step": per_step.as_dict(),
-        "dit_flop_per_chunk": per_chunk,
+        "dit_flop_per_chunk": per_chunk,  # what ran: cached context K/V excluded when the cache is on
         "dit_tflop_per_chunk": _sig(per_chunk / 1e12),
+        "dit_tflop_per_chunk_with_context_kv": _sig(per_step.total * cfg.steps / 1e12),  # SPEC §10's count
+        "dit_tflop_context_kv": _sig(per_step.context_kv / 1e12),
+        "dit_context_kv_cached": cfg.cross_kv_cache,  # True: the line above ran once per session, not per forward
         "dit_tflops_per_s": _sig(achieved / 1e12),  # all ranks together
+        "peak_dtype": peak_dtype,
         "peak_tflops_per_gpu": peak.tflops,
         "peak_label": peak.label,
-        "dit_flop_utilisation": None,
+        "dit_flop_utilisation": share(peak.tflops),
         "dit_flop_utilisation_reason": peak.reason,
+        # --fp8 only: the same achieved FLOP/s over the bf16 peak, and over the time each part would take at its
+        # own peak (the FP8 block GEMMs at the FP8 peak, attention and the other linears at the bf16 peak).
+        "peak_tflops_per_gpu_bf16": None,
+        "dit_flop_utilisation_bf16": None,
+        "dit_fp8_gemm_share": round(per_step.fp8_gemms / per_forward, 4) if cfg.fp8 else None,
+        "dit_flop_utilisation_fp8_mixed": None,
     }
-    if peak.tflops is not None and achieved > 0:
-        out["dit_flop_utilisation"] = round(achieved / (peak.tflops * 1e12 * cfg.world_size), 4)
+    if cfg.fp8:
+        bf16 = peak_flops(device_name, "bf16", device.type).tflops
+        out["peak_tflops_per_gpu_bf16"] = bf16
+        out["dit_flop_utilisation_bf16"] = share(bf16)
+        if bf16 and peak.tflops and achieved > 0:
+            ideal_s = (per_step.fp8_gemms / (peak.tflops * 1e12)
+                       + (per_forward - per_step.fp8_gemms) / (bf16 * 1e12)) * cfg.steps / gpus
+            out["dit_flop_utilisation_fp8_mixed"] = round(ideal_s / seconds, 4)
+    measured = (ceiling or {}).get(peak_dtype if peak_dtype != "fp16" else "bf16", {})
+    out["matmul_ceiling"] = ceiling
+    out["dit_flop_utilisation_of_measured_ceiling"] = share(measured.get("tflops"))
     return out
 
 
@@ -135,7 +170,7 @@ def build_report(cfg: BenchConfig, run: RawRun, *, benchmark: str = "engine_14b"
         "peak_reserved_gib": run.peak_reserved_gib,
         **memory_figures(cfg),
     }
-    report |= utilisation(cfg, summary["dit_ms"], device, str(env["device_name"]))
+    report |= utilisation(cfg, summary["dit_ms"], device, str(env["device_name"]), run.matmul_ceiling)
     return report
 
 
@@ -182,9 +217,6 @@ def format_table(report: dict[str, Any]) -> str:
         lines.append(f"{name:<22}{_fmt(first.get(name)):>16}{_fmt(ms):>12}")
     lines.append(f"{'(sum of stages)':<22}{_fmt(sum(first.values())):>16}{_fmt(report['stages_sum_ms']):>12}")
     lines.append(f"{'chunk (wall)':<22}{_fmt(report['first_chunk_ms']):>16}{_fmt(report['chunk_ms']):>12}")
-    util = report["dit_flop_utilisation"]
-    util_text = f"{util * 100:.1f} % of {report['peak_label']} {report['peak_tflops_per_gpu']} TF/s" if util is not None \
-        else f"- ({report['dit_flop_utilisation_reason']})"
     peak = report["peak_memory_gib"]
     lines += [
         "",
@@ -193,11 +225,44 @@ def format_table(report: dict[str, Any]) -> str:
         f"{'time to first frame':<26}{_fmt(report['time_to_first_frame_ms'], ' ms')}",
         f"{'peak GPU memory':<26}{_fmt(peak, ' GiB') if peak is not None else '- (not a CUDA device)'}",
         f"{'DiT weights on GPU':<26}{_fmt(report.get('dit_weights_on_gpu_gib_derived'), ' GiB')} (derived)",
-        f"{'DiT TFLOP per chunk':<26}{_fmt(report['dit_tflop_per_chunk'])}",
+        *_flop_lines(report),
+    ]
+    return "\n".join(lines)
+
+
+def _flop_lines(report: dict[str, Any]) -> list[str]:
+    """The DiT FLOP count, achieved rate, utilisation(s) and the device's peaks beside its measured ceilings."""
+    with_kv, kv = report.get("dit_tflop_per_chunk_with_context_kv"), report.get("dit_tflop_context_kv")
+    if report.get("dit_context_kv_cached"):
+        count_note = f"  (what runs; {_fmt(with_kv)} with the text/CLIP K/V, run once per session: {_fmt(kv)} TFLOP)"
+    else:
+        count_note = f"  (text/CLIP K/V recomputed every step: {_fmt(kv)} TFLOP of it)"
+    util = report["dit_flop_utilisation"]
+    util_text = f"- ({report['dit_flop_utilisation_reason']})" if util is None else \
+        f"{util * 100:.1f} % of {report['peak_label']} {report.get('peak_dtype', '')} {report['peak_tflops_per_gpu']} TF/s"
+    lines = [
+        f"{'DiT TFLOP per chunk':<26}{_fmt(report['dit_tflop_per_chunk'])}{count_note if with_kv else ''}",
         f"{'DiT achieved TFLOP/s':<26}{_fmt(report['dit_tflops_per_s'])}",
         f"{'DiT FLOP utilisation':<26}{util_text}",
     ]
-    return "\n".join(lines)
+    bf16, mixed = report.get("dit_flop_utilisation_bf16"), report.get("dit_flop_utilisation_fp8_mixed")
+    if bf16 is not None:
+        lines.append(f"{'  of the bf16 peak':<26}{bf16 * 100:.1f} % of {report['peak_tflops_per_gpu_bf16']} TF/s")
+    if mixed is not None:
+        lines.append(f"{'  of the fp8/bf16 mix':<26}{mixed * 100:.1f} % (the {report['dit_fp8_gemm_share'] * 100:.0f} % "
+                     f"of FLOPs in FP8 GEMMs at the fp8 peak, the rest at the bf16 peak)")
+    measured = report.get("dit_flop_utilisation_of_measured_ceiling")
+    if measured is not None:
+        lines.append(f"{'  of measured ceiling':<26}{measured * 100:.1f} %")
+    for dtype, c in (report.get("matmul_ceiling") or {}).items():
+        name = f"{dtype} peak / measured"
+        peak_text = f"{c['peak_tflops']} TF/s" if c.get("peak_tflops") else "-"
+        if c.get("tflops") is None:
+            lines.append(f"{name:<26}{peak_text} / - ({c.get('reason')})")
+        else:
+            of_peak = f" ({c['share_of_peak'] * 100:.1f} % of peak)" if c.get("share_of_peak") else ""
+            lines.append(f"{name:<26}{peak_text} / {c['tflops']} TF/s{of_peak}, {c['size']}³ matmul")
+    return lines
 
 
 def write_json(report: dict[str, Any], path: Path) -> str:

@@ -12,6 +12,8 @@ Ring sequence parallelism on the DiT and the VAE split into bands of rows (``eng
 are flags: cached cross-attention K/V (on by default), ``--compile`` (regional, optional CUDA graphs), ``--fp8``;
 the memory modes too: ``--offload`` (the random DiT is built on the host, then its blocks are streamed) and
 ``--fp8-weights`` (:mod:`engine.memory` derives each mode's peak; the report puts it next to the measured one).
+After the chunks, on a GPU, the device's matmul ceiling (bf16 and FP8, :mod:`engine.bench.ceiling`) is measured
+under the same conditions, for the report to put beside the datasheet peak.
 """
 from __future__ import annotations
 
@@ -25,6 +27,7 @@ import numpy as np
 import torch
 
 from engine.audio_encoder import AudioEncoder, StreamingAudioWindow, samples_per_chunk
+from engine.bench.ceiling import device_ceilings
 from engine.bench.config import MOTION_FRAMES, BenchConfig, torch_dtype
 from engine.bench.models import build_models
 from engine.bench.widths import TEXT_DIM, dit_config
@@ -74,6 +77,7 @@ class RawRun:
     peak_reserved_gib: float | None
     rank: int
     world_size: int
+    matmul_ceiling: dict[str, dict[str, Any]] | None = None  # engine.bench.ceiling.device_ceilings, per precision
 
 
 def prepare_session(cfg: BenchConfig, vae: WanVAE, device: torch.device, dit: Any = None) -> Session:
@@ -224,6 +228,7 @@ def _stream(
     if device.type == "cuda":
         peak = round(torch.cuda.max_memory_allocated(device) / 2**30, 2)
         reserved = round(torch.cuda.max_memory_reserved(device) / 2**30, 2)
+    ceiling = device_ceilings(device)  # after the memory peaks are read; on a CPU only the reason, no work
     return RawRun(
         per_chunk=per_chunk,
         wall_ms=wall_ms,
@@ -235,6 +240,7 @@ def _stream(
         peak_reserved_gib=reserved,
         rank=0 if ctx is None else ctx.rank,
         world_size=cfg.world_size,
+        matmul_ceiling=ceiling,
     )
 
 

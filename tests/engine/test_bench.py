@@ -70,18 +70,25 @@ def test_cli_figures_are_positive_and_consistent(tiny_run):
         assert report[key] > 0, key
     assert report["time_to_first_frame_ms"] > report["first_chunk_ms"]  # session preparation comes first
     assert report["fps"] == pytest.approx(4 / (report["chunk_ms"] / 1e3), rel=1e-2)
-    flops = dit_flops(DiTConfig(dim=64, ffn_dim=96, num_heads=4, num_layers=2), latent_grid(9, 32, 32)).total * 4
-    assert report["dit_flop_per_chunk"] == flops
+    counted = dit_flops(DiTConfig(dim=64, ffn_dim=96, num_heads=4, num_layers=2), latent_grid(9, 32, 32))
+    flops = counted.running(cross_kv_cache=True) * 4  # the cache is on: its K/V are not per-chunk work
+    assert report["dit_flop_per_chunk"] == flops == (counted.total - counted.context_kv) * 4
+    assert report["dit_tflop_per_chunk_with_context_kv"] == pytest.approx(counted.total * 4 / TF, rel=1e-5)
     assert report["dit_tflop_per_chunk"] == pytest.approx(flops / TF, rel=1e-5)
     assert report["dit_tflops_per_s"] == pytest.approx(flops / TF / (report["dit_ms"] / 1e3), rel=1e-2)
     # CPU: no peak, so no utilisation, and the report says why.
     assert report["dit_flop_utilisation"] is None and "cpu" in report["dit_flop_utilisation_reason"]
+    assert report["dit_flop_utilisation_of_measured_ceiling"] is None
+    for dtype in ("bf16", "fp8"):  # the ceiling is skipped on the CPU, with the reason
+        assert report["matmul_ceiling"][dtype]["tflops"] is None
+        assert report["matmul_ceiling"][dtype]["reason"] == "measured on CUDA devices only, not cpu"
 
 
 def test_cli_prints_the_table(tiny_run):
     report, printed = tiny_run
     for text in ("dit_step_3", "vae_decode", "motion_encode", "device_to_host", "chunk (wall)", "fps",
-                 "time to first frame", "DiT FLOP utilisation", "peak GPU memory", "TINY"):
+                 "time to first frame", "DiT FLOP utilisation", "peak GPU memory", "TINY",
+                 "run once per session", "bf16 peak / measured", "measured on CUDA devices only"):
         assert text in printed, text
     assert f"{report['chunk_ms']:,.1f}" in printed
 
@@ -128,10 +135,29 @@ def test_flops_of_released_config_match_spec_section_10():
     assert flops.self_attn_core / TF == pytest.approx(119.9, abs=0.05)
     assert flops.cross_attn_core / TF == pytest.approx(7.9, abs=0.05)
     assert flops.blocks / TF == pytest.approx(471.1, abs=0.05)
-    assert 4 * flops.blocks / TF == pytest.approx(1884.5, abs=0.1)
+    assert 4 * flops.blocks / TF == pytest.approx(1884.5, abs=0.1)  # SPEC's count: the context K/V included
     assert 0.03 < flops.embed_head / TF < 0.1  # "patch embedding and head add ~0.03 TF/step" + text/image emb
+    assert 4 * flops.total / TF == pytest.approx(1884.5 + 4 * flops.embed_head / TF, abs=0.1)
     assert dit_flops(DiTConfig(), latent_grid(33, 720, 416)).blocks / TF == pytest.approx(397.1, abs=0.05)
     assert dit_flops(DiTConfig(), latent_grid(33, 512, 512)).blocks / TF == pytest.approx(338.0, abs=0.05)
+    # What the cross K/V cache computes once per session (SPEC §10.2: "k/v for 769 context tokens: 4·769·d² =
+    # 0.081 TF, identical every step -- cacheable"), by hand: per block the text k, v of 512 padded tokens and the
+    # image k, v of 257 CLIP tokens (d -> d each); once, the text embedding (4096 -> d -> d over 512 tokens) and
+    # the image projection (1280 -> 1280 -> d over 257 tokens).
+    d = 5120
+    per_block = 2 * 2 * 512 * d * d + 2 * 2 * 257 * d * d
+    assert per_block / TF == pytest.approx(0.081, abs=0.0005)
+    embeddings = 2 * 512 * 4096 * d + 2 * 512 * d * d + 2 * 257 * 1280 * 1280 + 2 * 257 * 1280 * d
+    assert flops.context_kv == 40 * per_block + embeddings
+    assert flops.context_kv / TF == pytest.approx(3.278, abs=0.001)  # "about 3.2 TFLOP, 0.7 % of a step"
+    assert flops.context_kv / flops.total == pytest.approx(0.007, abs=0.0005)
+    # The reported running figure is the total less that part; without the cache it is the total.
+    assert flops.running(cross_kv_cache=True) == flops.total - 40 * per_block - embeddings
+    assert 4 * flops.running() / TF == pytest.approx(1871.7, abs=0.05)
+    assert flops.running(cross_kv_cache=False) == flops.total
+    # The e4m3 GEMMs of --fp8 (self-attention q k v o, text/image q o, FFN of every block), by hand.
+    L = 12_096
+    assert flops.fp8_gemms == 40 * (4 * 2 * L * d * d + 2 * 2 * L * d * 13_824 + 2 * 2 * L * d * d)
 
 
 def test_flops_of_a_tiny_config_by_hand():
@@ -177,11 +203,18 @@ def test_flops_equal_what_torch_counts_in_the_model():
     previous = get_attention_backend()
     set_attention_backend("math")  # explicit matmuls, so the counter sees the attention cores
     try:
-        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        with torch.no_grad(), FlopCounterMode(display=False) as uncached:
             model(*args)
+        with torch.no_grad(), FlopCounterMode(display=False) as session:
+            cross = model.context_kv(args[2], args[3])
+        with torch.no_grad(), FlopCounterMode(display=False) as cached:
+            model(*args, cross=cross)  # the session's cached text/image K/V: their projections do not run
     finally:
         set_attention_backend(previous)
-    assert dit_flops(cfg, (frames, h, w)).total == counter.get_total_flops()
+    counted = dit_flops(cfg, (frames, h, w))
+    assert counted.total == uncached.get_total_flops()  # --no-cross-cache: the release's per-step work
+    assert counted.context_kv == session.get_total_flops() > 0
+    assert counted.running(cross_kv_cache=True) == cached.get_total_flops() == counted.total - counted.context_kv
 
 
 def test_latent_grid_rejects_shapes_the_vae_cannot_take():
@@ -192,20 +225,39 @@ def test_latent_grid_rejects_shapes_the_vae_cannot_take():
 
 # ----------------------------------------------------------------------------------------------- peaks, utilisation
 
-@pytest.mark.parametrize(("name", "tflops"), [
-    ("NVIDIA H100 80GB HBM3", 989.4), ("NVIDIA H100 PCIe", 756.0), ("NVIDIA H100 NVL", 835.0),
-    ("NVIDIA H200", 989.4), ("NVIDIA A100-SXM4-80GB", 312.0), ("NVIDIA A100 80GB PCIe", 312.0),
-    ("NVIDIA L40S", 362.05),
+@pytest.mark.parametrize(("name", "bf16", "fp8"), [
+    ("NVIDIA H100 80GB HBM3", 989.4, 1979.0), ("NVIDIA H100 PCIe", 756.5, 1513.0), ("NVIDIA H100 NVL", 835.5, 1670.5),
+    ("NVIDIA H200", 989.4, 1979.0), ("NVIDIA H200 NVL", 835.5, 1670.5),
+    ("NVIDIA A100-SXM4-80GB", 312.0, None), ("NVIDIA A100-SXM4-40GB", 312.0, None),
+    ("NVIDIA A100 80GB PCIe", 312.0, None), ("NVIDIA A100-PCIE-40GB", 312.0, None),
+    ("NVIDIA L40S", 362.05, 733.0), ("NVIDIA GeForce RTX 4090", 165.2, 330.3), ("NVIDIA GeForce RTX 5090", 209.5, 419.0),
 ])
-def test_peak_table_knows_the_usual_gpus(name, tflops):
-    assert peak_flops(name, "bf16").tflops == tflops
+def test_peak_table_knows_the_usual_gpus_by_exact_name(name, bf16, fp8):
+    assert peak_flops(name, "bf16").tflops == bf16
+    assert peak_flops(name, "fp16").tflops == bf16
+    got = peak_flops(name, "fp8")
+    assert got.tflops == fp8 and got.dtype == "fp8"
+    if fp8 is None:
+        assert got.reason.endswith("has no FP8 tensor cores")
+
+
+def test_h200_nvl_is_not_taken_for_an_h200_sxm():
+    assert peak_flops("NVIDIA H200 NVL", "bf16").label == "H200 NVL"
+    assert peak_flops("NVIDIA H200", "bf16").label == "H200 SXM"
+    assert peak_flops("NVIDIA H100 NVL", "fp8").label == "H100 NVL"
 
 
 def test_peak_is_omitted_with_a_reason():
-    unknown = peak_flops("NVIDIA GeForce RTX 4090", "bf16")
-    assert unknown.tflops is None and "device_peaks.py" in unknown.reason
+    for name in ("NVIDIA GeForce RTX 3090", "NVIDIA H100 80GB HBM3 MIG 1g.10gb", "NVIDIA H200 SXM 141GB"):
+        unknown = peak_flops(name, "bf16")  # a MIG slice or an unseen variant is not guessed from its family
+        assert unknown.tflops is None and "device_peaks.py" in unknown.reason and repr(name) in unknown.reason
     assert peak_flops("NVIDIA H100 80GB HBM3", "fp32").tflops is None
     assert peak_flops("x86_64", "bf16", "cpu").reason.startswith("no peak figure for cpu")
+
+
+def _ceiling(bf16: float | None, fp8: float | None) -> dict:
+    return {"bf16": {"tflops": bf16, "size": 8192, "peak_tflops": 989.4, "share_of_peak": None},
+            "fp8": {"tflops": fp8, "size": 8192, "peak_tflops": 1979.0, "share_of_peak": None}}
 
 
 def test_utilisation_is_achieved_over_peak_times_gpus():
@@ -213,11 +265,101 @@ def test_utilisation_is_achieved_over_peak_times_gpus():
 
     cfg = BenchConfig(world_size=2, device="cuda")  # not validated: no CUDA needed to compute
     dit_ms = 4000.0
-    got = utilisation(cfg, dit_ms, torch.device("cuda"), "NVIDIA H100 80GB HBM3")
-    flops = dit_flops(DiTConfig(), (9, 96, 56)).total * 4
+    got = utilisation(cfg, dit_ms, torch.device("cuda"), "NVIDIA H100 80GB HBM3", _ceiling(700.0, None))
+    counted = dit_flops(DiTConfig(), (9, 96, 56))
+    flops = (counted.total - counted.context_kv) * 4  # the cached context K/V did not run per step
+    assert got["dit_flop_per_chunk"] == flops
     assert got["dit_tflop_per_chunk"] == pytest.approx(flops / TF, rel=1e-4)
+    assert got["dit_tflop_per_chunk_with_context_kv"] == pytest.approx(counted.total * 4 / TF, rel=1e-4)
     assert got["dit_flop_utilisation"] == pytest.approx(flops / (dit_ms / 1e3) / (2 * 989.4 * TF), rel=1e-3)
-    assert got["dit_flop_utilisation_reason"] is None
+    assert got["dit_flop_utilisation_reason"] is None and got["peak_dtype"] == "bf16"
+    assert got["dit_flop_utilisation_of_measured_ceiling"] == pytest.approx(
+        flops / (dit_ms / 1e3) / (2 * 700.0 * TF), rel=1e-3)
+    assert got["dit_flop_utilisation_bf16"] is None and got["dit_flop_utilisation_fp8_mixed"] is None
+    uncached = utilisation(BenchConfig(device="cuda", cross_kv_cache=False), dit_ms, torch.device("cuda"), "NVIDIA H200")
+    assert uncached["dit_flop_per_chunk"] == counted.total * 4  # --no-cross-cache recomputes them every step
+
+
+def test_fp8_utilisation_is_over_the_fp8_peak_with_the_bf16_figure_beside_it():
+    from engine.bench.report import utilisation
+
+    cfg = BenchConfig(device="cuda", fp8=True)
+    dit_ms = 2000.0
+    got = utilisation(cfg, dit_ms, torch.device("cuda"), "NVIDIA H200 NVL", _ceiling(600.0, 1200.0))
+    counted = dit_flops(DiTConfig(), (9, 96, 56))
+    per_forward = counted.total - counted.context_kv
+    rate = per_forward * 4 / (dit_ms / 1e3)
+    assert got["peak_dtype"] == "fp8" and got["peak_tflops_per_gpu"] == 1670.5
+    assert got["dit_flop_utilisation"] == pytest.approx(rate / (1670.5 * TF), rel=1e-3)
+    assert got["peak_tflops_per_gpu_bf16"] == 835.5
+    assert got["dit_flop_utilisation_bf16"] == pytest.approx(rate / (835.5 * TF), rel=1e-3)
+    assert got["dit_flop_utilisation_of_measured_ceiling"] == pytest.approx(rate / (1200.0 * TF), rel=1e-3)
+    # Mixed: the time each part would take at its own peak, over the measured time.
+    fp8 = counted.fp8_gemms
+    ideal_s = 4 * (fp8 / (1670.5 * TF) + (per_forward - fp8) / (835.5 * TF))
+    assert got["dit_flop_utilisation_fp8_mixed"] == pytest.approx(ideal_s / (dit_ms / 1e3), rel=1e-3)
+    assert got["dit_fp8_gemm_share"] == pytest.approx(fp8 / per_forward, abs=1e-4)
+    assert got["dit_flop_utilisation"] < got["dit_flop_utilisation_fp8_mixed"] < got["dit_flop_utilisation_bf16"]
+    on_a100 = utilisation(cfg, dit_ms, torch.device("cuda"), "NVIDIA A100-SXM4-80GB")
+    assert on_a100["dit_flop_utilisation"] is None and "no FP8 tensor cores" in on_a100["dit_flop_utilisation_reason"]
+    assert on_a100["dit_flop_utilisation_bf16"] == pytest.approx(rate / (312.0 * TF), rel=1e-3)
+
+
+def test_the_table_shows_fp8_and_bf16_utilisation_and_the_measured_ceilings(tiny_run):
+    from engine.bench.report import format_table, utilisation
+
+    report, _ = tiny_run
+    ceiling = {"bf16": {"dtype": "bf16", "size": 8192, "tflops": 801.3, "peak_tflops": 989.4, "share_of_peak": 0.8099},
+               "fp8": {"dtype": "fp8", "size": 8192, "tflops": None, "reason": "fp8 matmul failed: x",
+                       "peak_tflops": 1979.0, "share_of_peak": None}}
+    fake = report | utilisation(BenchConfig(device="cuda", fp8=True), 2000.0, torch.device("cuda"), "NVIDIA H200",
+                                ceiling)
+    text = format_table(fake)
+    lines = {line.strip().split("  ")[0]: line for line in text.splitlines()}
+    assert lines["DiT FLOP utilisation"].endswith(f"{fake['dit_flop_utilisation'] * 100:.1f} % of H200 SXM fp8 1979.0 TF/s")
+    assert lines["of the bf16 peak"].endswith(f"{fake['dit_flop_utilisation_bf16'] * 100:.1f} % of 989.4 TF/s")
+    assert "FP8 GEMMs at the fp8 peak" in lines["of the fp8/bf16 mix"]
+    assert "1,871.7  (what runs; 1,884.8 with the text/CLIP K/V, run once per session: 3.28 TFLOP)" in text
+    assert lines["bf16 peak / measured"].endswith(" 989.4 TF/s / 801.3 TF/s (81.0 % of peak), 8192³ matmul")
+    assert lines["fp8 peak / measured"].endswith(" 1979.0 TF/s / - (fp8 matmul failed: x)")
+
+
+# ----------------------------------------------------------------------------------------------- matmul ceiling
+
+def test_matmul_ceiling_arithmetic():
+    from engine.bench.ceiling import matmul_flop, tflops_of
+
+    assert matmul_flop(8192) == 2 * 8192**3 == 1_099_511_627_776
+    assert tflops_of(8192, 1.0) == pytest.approx(1099.511627776)  # 1.1 TFLOP in 1 ms
+    assert tflops_of(1024, 0.002) == pytest.approx(2 * 1024**3 / 2e-6 / TF)
+
+
+def test_matmul_ceiling_is_skipped_on_the_cpu_with_the_reason():
+    from engine.bench.ceiling import device_ceilings, measure_matmul_ceiling
+
+    got = measure_matmul_ceiling("cpu", "bf16")
+    assert got.tflops is None and got.ms_per_matmul is None and got.reason == "measured on CUDA devices only, not cpu"
+    both = device_ceilings(torch.device("cpu"))
+    assert set(both) == {"bf16", "fp8"} and all(c["tflops"] is None and c["reason"] for c in both.values())
+    with pytest.raises(ValueError, match="bf16, fp16 or fp8"):
+        measure_matmul_ceiling("cpu", "fp32")
+
+
+def test_fp8_ceiling_is_skipped_without_fp8_tensor_cores(monkeypatch):
+    from engine.bench.ceiling import measure_matmul_ceiling
+    from engine.ops import fp8
+
+    monkeypatch.setattr(fp8, "cuda_capability", lambda device: (8, 0))  # an A100; no CUDA needed to decide
+    got = measure_matmul_ceiling(torch.device("cuda"), "fp8")
+    assert got.tflops is None and got.reason == "no FP8 tensor cores (compute capability 8.0 < 8.9)"
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_matmul_ceiling_on_cuda_is_a_positive_rate():
+    from engine.bench.ceiling import measure_matmul_ceiling, tflops_of
+
+    got = measure_matmul_ceiling("cuda", "bf16", size=2048, iterations=5)
+    assert got.tflops and got.tflops == pytest.approx(tflops_of(2048, got.ms_per_matmul), rel=1e-2)
 
 
 # ----------------------------------------------------------------------------------------------- compare-reference
