@@ -95,7 +95,7 @@ class FlashTalkConfig(_Section):
     color_correction: float = Field(1.0, ge=0.0, le=1.0)
     audio_buffer_s: float = Field(8.0, gt=0)
     compile: bool = False
-    compile_mode: Literal["default", "reduce-overhead", "max-autotune"] = "default"  # reduce-overhead: CUDA graphs
+    compile_mode: Literal["default", "reduce-overhead", "max-autotune"] = "default"  # reduce-overhead runs as default (no per-block CUDA graphs)
     fp8: bool = False  # e4m3 GEMMs in the DiT blocks (Ada/Hopper; error vs bf16: benchmarks/results/fp8_error_*.json)
     # Memory modes (engine/memory.py): offload = DiT blocks in pinned host memory, streamed to the GPU one ahead;
     # fp8_weights = DiT block weights stored e4m3 (half the memory, any GPU, bf16 maths). Both: 14B on 24 GB.

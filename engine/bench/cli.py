@@ -43,7 +43,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    default="auto", help="attention kernel (auto: flash-attn when installed, else SDPA)")
     p.add_argument("--compile", action="store_true", help="torch.compile the DiT blocks (the first chunk compiles)")
     p.add_argument("--compile-mode", default="default", choices=("default", "reduce-overhead", "max-autotune"),
-                   help="reduce-overhead adds CUDA graphs")
+                   help="reduce-overhead runs as default: per-block CUDA graphs hit pytorch#152887")
     p.add_argument("--no-cross-cache", dest="cross_kv_cache", action="store_false",
                    help="recompute the text/image cross-attention K/V every step (as the release does)")
     p.add_argument("--fp8", action="store_true", help="e4m3 GEMMs in the DiT blocks (FP8 tensor cores)")
