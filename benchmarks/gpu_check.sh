@@ -14,40 +14,16 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
+# shellcheck source=benchmarks/gpu_steps.sh
+. benchmarks/gpu_steps.sh
 OUT="${OUT:-benchmarks/results}"
 mkdir -p "$OUT"
-export PYTHONUNBUFFERED=1
-PY="${PYTHON:-python3}"
-
-if ! "$PY" -c "import pydantic, pyloudnorm" 2> /dev/null && compgen -G ".whl/*.whl" > /dev/null; then
-  "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
-    || { echo "installing .whl/ failed" >&2; exit 1; }
-  export PYTHONPATH="/tmp/site:${PYTHONPATH:-}"
-fi
-export PYTHONPATH="$PWD:${PYTHONPATH:-}"
-
 log="$OUT/gpu_check.log"
-{
-  date -u +"%Y-%m-%dT%H:%M:%SZ"
-  git rev-parse --short HEAD 2>/dev/null || true
-  nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv 2>&1
-  "$PY" -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.get_device_name(0))"
-} 2>&1 | tee "$log"
-
-device=$("$PY" -c "import torch; n = torch.cuda.get_device_name(0).lower(); \
-print(next((k for k in ('h200', 'h100', 'h800', 'h20', 'a100', 'l40s', 'l4', 'b200') if k in n), 'gpu'))" 2>/dev/null || echo gpu)
+: > "$log"
+gpu_setup
+gpu_header
+device=$(gpu_device_tag)
 status=0
-
-step() {  # step NAME SECONDS COMMAND...
-  local name=$1 limit=$2
-  shift 2
-  echo "== $name (limit ${limit}s)" | tee -a "$log"
-  local start=$SECONDS
-  timeout --signal=INT --kill-after=15 "$limit" "$@" 2>&1 | tee -a "$log"
-  local rc=${PIPESTATUS[0]}
-  echo "== $name: rc=$rc in $((SECONDS - start))s" | tee -a "$log"
-  [ "$rc" -eq 0 ] || status=1
-}
 
 step "CUDA-path tests" 200 "$PY" -m pytest -q -p no:cacheprovider \
   tests/engine/test_cuda_paths.py tests/engine/test_profiling.py tests/engine/test_attention_backends.py
