@@ -16,6 +16,14 @@ WANTED=(
   "annotated-types==0.8.0"
   "typing-inspection==0.4.5"
   "pyloudnorm==0.2.0"
+  "typing-extensions==4.16.0"  # pydantic 2.14 needs >= 4.16, which the GPU image lacks
+  # The released code's own imports for --compare-reference (engine.bench.release_compat stands in for these
+  # only when they are missing; real ones are used where present).
+  "loguru==0.7.3"
+  "easydict==1.13"
+  "ftfy==6.3.1"
+  "wcwidth==0.9.4"
+  "einops==0.8.1"
 )
 
 mkdir -p .whl

@@ -51,6 +51,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="memory mode: DiT blocks in pinned host memory, streamed to the GPU one block ahead")
     p.add_argument("--fp8-weights", dest="fp8_weights", action="store_true",
                    help="memory mode: DiT block weights stored e4m3 (half the memory, any GPU), computed in --dtype")
+    p.add_argument("--reference-compile", action="store_true",
+                   help="--compare-reference: keep the release's own torch.compile of the DiT and VAE (off by "
+                        "default: it compiles the whole model cold, for minutes)")
     p.add_argument("--tiny", action="store_true", help="tiny widths on the CPU (checks the benchmark, not speed)")
     p.add_argument("--device", default=None, help="default: cuda (cpu with --tiny)")
 

@@ -40,7 +40,9 @@ from pathlib import Path
 from types import ModuleType, SimpleNamespace
 from typing import Any
 
-from engine.parallel.ranks import torchrun_rank  # torch-free, like this module's top level
+from engine.parallel.ranks import (
+    torchrun_rank,  # torch-free, like this module's top level
+)
 
 __all__ = [
     "REQUIRED_FILES",
@@ -51,7 +53,9 @@ __all__ = [
     "format_comparison",
     "import_release",
     "measure_release",
+    "model_file_loaders",
     "parse_stage_prints",
+    "release_stream_chunk",
     "run_reference",
 ]
 
@@ -285,6 +289,17 @@ def parse_stage_prints(text: str) -> dict[str, float]:
     return stages
 
 
+def _release_commit(checkout: Path) -> dict[str, Any]:
+    """The checkout's commit: its own git if it is a clone, else the ``RELEASE_COMMIT`` file that
+    scripts/make_release_copy.sh writes (a copy inside this repository would otherwise report *our* HEAD)."""
+    from engine.bench.report import git_commit
+
+    if (checkout / ".git").exists():
+        return git_commit(checkout)
+    stamp = checkout / "RELEASE_COMMIT"
+    return {"git_commit": stamp.read_text().strip() if stamp.is_file() else None, "git_dirty": None}
+
+
 def _sync(device: Any) -> None:
     import torch
 
@@ -292,22 +307,34 @@ def _sync(device: Any) -> None:
         torch.cuda.synchronize()
 
 
-def measure_release(checkout: Path, cfg: Any) -> dict[str, Any]:
-    """Build the released pipeline with random weights and stream ``cfg.chunks`` chunks through it."""
+def measure_release(checkout: Path, cfg: Any, compile_release: bool = False) -> dict[str, Any]:
+    """Build the released pipeline with random weights and stream ``cfg.chunks`` chunks through it.
+
+    The release runs with :mod:`engine.bench.release_compat` in place (stand-ins for the packages it imports but
+    the benchmark does not need, its own compile off unless ``compile_release``); the result lists them all.
+    """
+    from engine.bench.release_compat import release_environment
+
+    with release_environment(lambda: import_release(checkout), str(cfg.device), compile_release) as (release, lines):
+        result = _measure_imported(release, cfg)
+    return {**result, "release_compile": compile_release, "stand_ins": lines}
+
+
+def _measure_imported(release: SimpleNamespace, cfg: Any) -> dict[str, Any]:
     import numpy as np
     import torch
     from PIL import Image
 
-    from engine.bench.report import git_commit, summarize
+    from engine.bench.report import summarize
 
-    release = import_release(checkout)
     configure_chunk(release, cfg)
     device = cfg.device
     torch.manual_seed(cfg.seed)
     t0 = time.perf_counter()
     with random_weight_loaders(release, cfg, device), contextlib.redirect_stdout(sys.stderr):
-        pipeline = release.inference.get_pipeline(world_size=cfg.world_size, ckpt_dir=str(checkout / "random-weights"),
-                                                  wav2vec_dir=str(checkout / "random-weights"))
+        pipeline = release.inference.get_pipeline(world_size=cfg.world_size,
+                                                  ckpt_dir=str(release.checkout / "random-weights"),
+                                                  wav2vec_dir=str(release.checkout / "random-weights"))
     device = getattr(pipeline, "device", device)
     build_s = time.perf_counter() - t0
     if str(device).startswith("cuda"):
@@ -344,7 +371,7 @@ def measure_release(checkout: Path, cfg: Any) -> dict[str, Any]:
     summary = summarize(per_chunk, wall_ms, int(frames.shape[0]))
     peak = round(torch.cuda.max_memory_allocated() / 2**30, 2) if str(device).startswith("cuda") else None
     flags = {k: getattr(release.pipeline, k, None) for k in ("COMPILE_MODEL", "COMPILE_VAE", "USE_PARALLEL_VAE")}
-    commit = git_commit(release.checkout)
+    commit = _release_commit(release.checkout)
     return {
         "code": REPO_URL,
         "checkout": str(release.checkout),
@@ -361,6 +388,115 @@ def measure_release(checkout: Path, cfg: Any) -> dict[str, Any]:
         "output_frame_shape": list(frames.shape[1:]),
         "peak_memory_gib": peak,
     }
+
+
+# ----------------------------------------------------------------------------------------------- dry run on model files
+
+@contextlib.contextmanager
+def model_file_loaders(release: SimpleNamespace, models: dict[str, Path], context: Any,
+                       clip_fea: Any) -> Iterator[None]:
+    """Load the release's DiT and VAE from given files in the released formats (a diffusers folder, a ``.pth``
+    with an optional ``vae_config.json`` beside it) instead of random weights; T5 and CLIP return the given
+    features. The wav2vec2 folder goes to ``get_pipeline`` as shipped (the release's own ``from_pretrained``)."""
+    import inspect
+
+    import torch
+    from safetensors.torch import load_file
+
+    wan_model_cls = release.model.WanModel
+    release_video_vae = release.vae._video_vae
+
+    class GivenT5:
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            self.model = torch.nn.Identity()
+
+        def __call__(self, texts: list[str], device: Any) -> list[Any]:
+            return [context.to(device) for _ in texts]
+
+    class GivenCLIP:
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            self.model = torch.nn.Identity()
+
+        def visual(self, videos: Any) -> Any:
+            return clip_fea.to(videos.device)
+
+    def dit_from_folder(checkpoint_dir: str, device_map: Any = None, torch_dtype: Any = None, **kw: Any) -> Any:
+        folder = Path(models["dit"])
+        config = json.loads((folder / "config.json").read_text())
+        accepted = inspect.signature(wan_model_cls.__init__).parameters
+        model = wan_model_cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in config.items()
+                                 if k in accepted})
+        state: dict[str, Any] = {}
+        for shard in sorted(folder.glob("*.safetensors")):
+            state.update(load_file(str(shard)))
+        # A BF16 checkpoint upcasts exactly; the dry run computes in float32, as the golden reference did.
+        model.load_state_dict({k: v.float() for k, v in state.items()}, strict=True)
+        return model.to(device=device_map, dtype=torch_dtype or torch.float32)
+
+    def vae_from_file(pretrained_path: Any = None, z_dim: Any = None, **kwargs: Any) -> Any:
+        path = Path(models["vae"])
+        config_file = path.parent / "vae_config.json"
+        config = json.loads(config_file.read_text()) if config_file.is_file() else {}
+        config = {k: v for k, v in config.items() if not k.startswith("_")}
+        z = config.pop("z_dim", z_dim)
+        return release_video_vae(pretrained_path=str(path), z_dim=z, **{**kwargs, **config})
+
+    patches = [
+        (release.pipeline, "T5EncoderModel", GivenT5),
+        (release.pipeline, "CLIPModel", GivenCLIP),
+        (release.pipeline, "WanModel", SimpleNamespace(from_pretrained=dit_from_folder)),
+        (release.vae, "_video_vae", vae_from_file),
+    ]
+    saved = [(obj, name, getattr(obj, name)) for obj, name, _ in patches]
+    try:
+        for obj, name, value in patches:
+            setattr(obj, name, value)
+        yield
+    finally:
+        for obj, name, value in saved:
+            setattr(obj, name, value)
+
+
+def release_stream_chunk(checkout: Path, models: dict[str, Path], inputs: dict[str, Any], params: dict[str, Any],
+                         device: str = "cpu") -> dict[str, Any]:
+    """One streamed chunk of the released code (``get_pipeline``, ``get_base_data``, ``run_pipeline``'s
+    ``generate``) on given model files and inputs: the golden bundle's ``stream_chunk`` case layout.
+
+    ``inputs``: ``cond_image [1,3,1,H,W]`` in [-1, 1], ``context``, ``clip_fea``, ``audio``; ``params``:
+    ``frame_num``, ``motion_frames_num``, ``sampling_steps``, ``shift``, ``color_correction_strength``, ``seed``.
+    Returns ``gen_video`` (the corrected frames after the motion frames), ``motion_latent_next`` and
+    ``stand_ins``. The noise is the release's own (``torch.Generator`` seeded with ``seed``), as recorded.
+    """
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from engine.bench.release_compat import release_environment
+
+    cond = inputs["cond_image"][0, :, 0]  # [3, H, W] in [-1, 1]: back to the uint8 image it came from
+    pixels = ((cond.double() / 2 + 0.5) * 255).round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0).numpy()
+    height, width = pixels.shape[:2]
+    with release_environment(lambda: import_release(checkout), device) as (release, lines):
+        release.inference.infer_params.update(
+            frame_num=params["frame_num"], motion_frames_num=params["motion_frames_num"],
+            sample_steps=params["sampling_steps"], sample_shift=params["shift"],
+            color_correction_strength=params["color_correction_strength"], height=height, width=width)
+        release.inference.target_size = (height, width)
+        config = type(release.inference.multitalk_14B)(release.inference.multitalk_14B)
+        config.param_dtype = torch.float32
+        with contextlib.ExitStack() as stack:
+            stack.enter_context(model_file_loaders(release, models, inputs["context"], inputs["clip_fea"]))
+            stack.enter_context(contextlib.redirect_stdout(sys.stderr))
+            saved_config, release.inference.multitalk_14B = release.inference.multitalk_14B, config
+            stack.callback(setattr, release.inference, "multitalk_14B", saved_config)
+            pipeline = release.inference.get_pipeline(world_size=1, ckpt_dir=str(models["dit"]),
+                                                      wav2vec_dir=str(models["wav2vec2"]))
+            image = Image.fromarray(np.ascontiguousarray(pixels))
+            release.inference.get_base_data(pipeline, input_prompt="", cond_image=image,
+                                            base_seed=int(params["seed"]))
+            gen_video = pipeline.generate(inputs["audio"].to(pipeline.device))
+    return {"gen_video": gen_video.cpu(), "motion_latent_next": pipeline.latent_motion_frames.float().cpu(),
+            "stand_ins": lines}
 
 
 # ----------------------------------------------------------------------------------------------- compare
@@ -409,12 +545,18 @@ def format_comparison(comparison: dict[str, Any]) -> str:
 
 # ----------------------------------------------------------------------------------------------- process
 
-def run_reference(checkout: Path, cfg: Any, timeout_s: float | None = None) -> dict[str, Any]:
-    """Measure the released path in a fresh process (torchrun for ``world_size > 1``) and return its figures."""
+def run_reference(checkout: Path, cfg: Any, timeout_s: float | None = None,
+                  compile_release: bool = False) -> dict[str, Any]:
+    """Measure the released path in a fresh process (torchrun for ``world_size > 1``) and return its figures.
+
+    ``compile_release`` keeps the release's own ``torch.compile`` of the DiT and VAE (``--reference-compile``);
+    off by default because it compiles the whole 14B model and the VAE cold, for minutes.
+    """
     from engine.bench.cli import _flags, run_module
 
     log.info("running the released code path from %s", checkout)
-    return run_module("engine.bench.reference", cfg.world_size, [str(checkout), *_flags(cfg)], timeout_s)
+    extra = ["--reference-compile"] if compile_release else []
+    return run_module("engine.bench.reference", cfg.world_size, [str(checkout), *_flags(cfg), *extra], timeout_s)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -430,7 +572,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         cfg = config_from_args(args)
-        result = measure_release(args.checkout, cfg)
+        result = measure_release(args.checkout, cfg, compile_release=bool(args.reference_compile))
     except (BenchConfigError, ReferenceCheckoutError) as exc:
         sys.stderr.write(f"error: {exc}\n")
         return 2
