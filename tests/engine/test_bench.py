@@ -379,9 +379,9 @@ def test_compare_reference_names_the_missing_files(monkeypatch, capsys, tmp_path
     assert "flash_talk/configs/infer_params.yaml" not in err  # present, so not named
 
 
-def test_compare_reference_needs_cuda(monkeypatch, capsys, tmp_path):
-    write_fake_release(tmp_path)
-    rc = _cli(["bench", "--tiny", "--compare-reference", str(tmp_path)], monkeypatch)
+def test_compare_reference_needs_cuda_at_full_size(monkeypatch, capsys, tmp_path):
+    write_fake_release(tmp_path)  # on the CPU only --tiny runs the release (release_compat's CUDA shims)
+    rc = _cli(["bench", "--device", "cpu", "--compare-reference", str(tmp_path)], monkeypatch)
     assert rc == 2 and "needs CUDA" in capsys.readouterr().err
 
 
