@@ -427,6 +427,7 @@ def test_compare_reference_adapter_only_against_a_fake_release(fake_release, tin
     assert list(ref["stages_ms"]) == STAGES[:-1]  # the release times no separate host copy
     assert ref["frames_per_chunk"] == 4 and ref["output_frame_shape"] == [32, 32, 3]  # our frames/size applied
     assert ref["chunk_ms"] > 0 and ref["module_flags"]["COMPILE_MODEL"] is False
+    assert ref["release_compile"] is False and any(line.startswith("torch.compile:") for line in ref["stand_ins"])
 
     release = sys.modules["flash_talk.inference"]
     assert release.infer_params["frame_num"] == 9 and release.target_size == (32, 32)

@@ -54,7 +54,9 @@ def with_hidden_states(forward: Any) -> Any:
 
     The release reads ``hidden_states[1:]`` (one per transformer layer). Under transformers 5 the encoder it calls
     returns ``None`` there; the hooks give the same tensors (each layer's output), with the encoder's input
-    (index 0, never read by the release) in front. Under transformers 4 the encoder's own tuple is kept.
+    (index 0, never read by the release) in front. Under transformers 4 the encoder's own tuple is kept. For the
+    post-LN encoder of the released wav2vec2 (``do_stable_layer_norm`` false) each layer's output is exactly what
+    transformers 4 put in the tuple; tests/engine/test_release_dry_run.py checks it against the golden hidden states.
     """
 
     @functools.wraps(forward)
