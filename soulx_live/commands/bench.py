@@ -57,7 +57,7 @@ def run(args: argparse.Namespace, load: Callable[..., Any]) -> int:
     if checkout is not None:
         from engine.bench.reference import compare, format_comparison, run_reference
 
-        reference = run_reference(checkout, cfg)
+        reference = run_reference(checkout, cfg, compile_release=bool(getattr(args, "reference_compile", False)))
         report["reference"] = reference
         report["comparison"] = compare(report, reference)
     write_json(report, args.out)

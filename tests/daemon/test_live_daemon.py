@@ -61,8 +61,10 @@ def _gone(pid: int) -> bool:
 # worker heartbeats between chunks, so the watchdog gets the time a slow CPU chunk needs, and a (re)start,
 # which imports torch, the time it takes there.
 MAX_SCHEDULING_ALLOWANCE_S = 0.1  # beyond this the runner, not the daemon, is broken: fail rather than excuse it
+# The restarted worker is owed the audio of its outage (replayed, nothing lost) and the tiny CPU engine runs at about
+# real time, so rendering what it owes at the stop takes about as long as the outage: the drain gets that long.
 TINY = {"engine.kind": "flashtalk", "engine.flashtalk.preset": "tiny-random", "engine.drift.enabled": False,
-        "supervisor.heartbeat_timeout_s": 5.0, "supervisor.init_timeout_s": 30.0}
+        "supervisor.heartbeat_timeout_s": 5.0, "supervisor.init_timeout_s": 30.0, "supervisor.shutdown_grace_s": 20.0}
 
 
 def _speech_daemon(root: Path, seconds: float = 12.0, **overrides: object) -> tuple[Daemon, ProbeSink, Path]:
@@ -109,7 +111,7 @@ def _kill_and_check(sig: signal.Signals, reason: str, caplog: pytest.LogCaptureF
                 back_s = resumed()[0].mono - t_kill
                 status = daemon.status()
             finally:
-                code = runner.stop()
+                code = runner.stop(timeout_s=sup.shutdown_grace_s + 15.0)
         writes = probe.snapshot()
         held = [w for w in writes[before:] if w.rms == 0.0]
         gap, where = max_gap(writes)
