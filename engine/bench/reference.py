@@ -256,14 +256,10 @@ def random_weight_loaders(release: SimpleNamespace, cfg: Any, device: Any) -> It
         (release.vae, "_video_vae", random_video_vae),
         (release.inference, "multitalk_14B", patched_config),
     ]
-    saved = [(obj, name, getattr(obj, name)) for obj, name, _ in patches]
-    try:
-        for obj, name, value in patches:
-            setattr(obj, name, value)
+    from engine.bench.release_compat.patches import swapped_attributes  # torch: only when a release runs
+
+    with swapped_attributes(patches):
         yield
-    finally:
-        for obj, name, value in saved:
-            setattr(obj, name, value)
 
 
 def configure_chunk(release: SimpleNamespace, cfg: Any) -> None:
@@ -448,14 +444,10 @@ def model_file_loaders(release: SimpleNamespace, models: dict[str, Path], contex
         (release.pipeline, "WanModel", SimpleNamespace(from_pretrained=dit_from_folder)),
         (release.vae, "_video_vae", vae_from_file),
     ]
-    saved = [(obj, name, getattr(obj, name)) for obj, name, _ in patches]
-    try:
-        for obj, name, value in patches:
-            setattr(obj, name, value)
+    from engine.bench.release_compat.patches import swapped_attributes  # torch: only when a release runs
+
+    with swapped_attributes(patches):
         yield
-    finally:
-        for obj, name, value in saved:
-            setattr(obj, name, value)
 
 
 def release_stream_chunk(checkout: Path, models: dict[str, Path], inputs: dict[str, Any], params: dict[str, Any],

@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["cuda_shims", "patch_release", "with_hidden_states"]
+__all__ = ["cuda_shims", "patch_release", "swapped_attributes", "with_hidden_states"]
 
 
 @contextlib.contextmanager
@@ -74,6 +74,19 @@ def with_hidden_states(forward: Any) -> Any:
 
 
 @contextlib.contextmanager
+def swapped_attributes(swaps: list[tuple[Any, str, Any]]) -> Iterator[None]:
+    """Set each ``(object, name, value)`` for the duration of the block and put every old value back after it."""
+    saved = [(obj, name, getattr(obj, name)) for obj, name, _ in swaps]
+    try:
+        for obj, name, value in swaps:
+            setattr(obj, name, value)
+        yield
+    finally:
+        for obj, name, value in saved:
+            setattr(obj, name, value)
+
+
+@contextlib.contextmanager
 def patch_release(release: SimpleNamespace, device: str, compile_release: bool) -> Iterator[dict[str, str]]:
     """Apply the patches to the imported release modules; yields {what: one line}; restores on exit."""
     from engine.bench.release_compat.attention import release_flash_attention_sdpa
@@ -95,15 +108,9 @@ def patch_release(release: SimpleNamespace, device: str, compile_release: bool) 
                         f"CPU run: get_device -> {device!r} (the release hard-codes 'cuda' at world size 1)"))
     # Only what this checkout has (a trimmed or older release may lack a patched name).
     patches = [patch for patch in patches if hasattr(patch[0], patch[1])]
-    saved = [(obj, name, getattr(obj, name)) for obj, name, _, _ in patches]
     lines = {f"{obj.__name__.rsplit('.', 1)[-1]}.{name}": line for obj, name, _, line in patches if line}
     if not compile_release:
         lines["torch.compile"] = ("the release's COMPILE_MODEL/COMPILE_VAE off (--reference-compile turns them on "
                                   "as shipped)")
-    try:
-        for obj, name, value, _ in patches:
-            setattr(obj, name, value)
+    with swapped_attributes([(obj, name, value) for obj, name, value, _ in patches]):
         yield lines
-    finally:
-        for obj, name, value in saved:
-            setattr(obj, name, value)
