@@ -226,3 +226,14 @@ def assert_contiguous(writes: list[Write]) -> None:
     for w in writes:
         assert w.first_frame == expected, f"frame index jumped from {expected} to {w.first_frame}"
         expected += w.n
+
+
+def scrape_metrics(port: int) -> dict[str, float]:
+    """The daemon's /metrics over HTTP as ``name[sorted labels]`` -> value, as a Prometheus server reads it."""
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    return {s.name + str(sorted(s.labels.items())): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}

@@ -5,11 +5,9 @@ from __future__ import annotations
 import os
 import signal
 import sys
-import urllib.request
 from pathlib import Path
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 sys.path.insert(0, str(Path(__file__).parent))
 
@@ -17,6 +15,7 @@ from live_support import (
     DaemonThread,
     ProbeSink,
     live_config,
+    scrape_metrics,
     short_tmp,
     wait_for,
     write_tone,
@@ -28,15 +27,6 @@ from soulx_live.daemon import Daemon
 from soulx_live.status_table import format_status
 
 pytestmark = pytest.mark.timeout(40)
-
-
-def _scrape(port: int) -> dict[str, float]:
-    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
-    out: dict[str, float] = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            out[sample.name + str(sorted(sample.labels.items()))] = sample.value
-    return out
 
 
 def test_metrics_endpoint_and_status_table_of_a_running_daemon() -> None:
@@ -54,7 +44,7 @@ def test_metrics_endpoint_and_status_table_of_a_running_daemon() -> None:
             os.kill(pid, signal.SIGKILL)
             wait_for(lambda: daemon.status().restarts == 1 and daemon.status().state == "running", 12, "restart")
             wait_for(lambda: daemon.metrics is not None and daemon.metrics.port is not None, 5, "metrics endpoint")
-            scraped = _scrape(daemon.metrics.port)
+            scraped = scrape_metrics(daemon.metrics.port)
             reply = query_status(config.bus, timeout_s=2.0)
         finally:
             assert runner.stop() == 0

@@ -5,17 +5,15 @@ and read from ``status``, as a user sees them."""
 from __future__ import annotations
 
 import sys
-import urllib.request
 from pathlib import Path
 
 import numpy as np
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 sys.path.insert(0, str(Path(__file__).parent))
 
 from daemon_fakes import tone, write_audio  # noqa: E402
-from live_support import SR, DaemonThread, ProbeSink, live_config, short_tmp, wait_for  # noqa: E402
+from live_support import SR, DaemonThread, ProbeSink, live_config, scrape_metrics, short_tmp, wait_for  # noqa: E402
 
 from plugins.recorder import RecorderSink  # noqa: E402
 from soulx_live.control.client import query_status  # noqa: E402
@@ -29,12 +27,6 @@ pytestmark = pytest.mark.timeout(90)
 INJECTED_DRIFT = {"engine.kind": "flashtalk", "engine.flashtalk.preset": "tiny-random", "engine.drift.enabled": True,
                   "engine.drift.color_shift_max": 0.001, "supervisor.heartbeat_timeout_s": 10.0,
                   "supervisor.init_timeout_s": 60.0}
-
-
-def _scrape(port: int) -> dict[str, float]:
-    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
-    return {s.name + str(sorted(s.labels.items())): s.value
-            for family in text_string_to_metric_families(text) for s in family.samples}
 
 
 def _speech_with_pauses(path: Path, utterances: int = 3, talk_s: float = 0.8, pause_s: float = 0.8) -> Path:
@@ -67,10 +59,9 @@ def test_speech_latency_and_av_offset_of_a_running_daemon() -> None:
         runner = DaemonThread(daemon).start()
         try:
             wait_for(lambda: daemon.metrics is not None and daemon.metrics.port is not None, 15, "metrics endpoint")
-            wait_for(lambda: daemon.status().metrics.get("speech_latency_s_p50", 0) > 0
-                     and len(daemon.status().metrics) and _scrape(daemon.metrics.port).get(
-                         "soulx_speech_latency_seconds_count[]", 0) >= 2, 20, "two speech onsets at the sink")
-            scraped = _scrape(daemon.metrics.port)
+            wait_for(lambda: scrape_metrics(daemon.metrics.port).get("soulx_speech_latency_seconds_count[]", 0) >= 2,
+                     20, "two speech onsets at the sink")
+            scraped = scrape_metrics(daemon.metrics.port)
             reply = query_status(config.bus, timeout_s=2.0)
         finally:
             runner.stop()
@@ -92,7 +83,7 @@ def test_drift_corrections_reach_metrics_and_status(isolation: str) -> None:
         runner = DaemonThread(daemon).start()
         try:
             wait_for(lambda: daemon.status().metrics.get("corrections", 0) >= 1, 75, "a drift correction")
-            scraped = _scrape(daemon.metrics.port)
+            scraped = scrape_metrics(daemon.metrics.port)
             reply = query_status(config.bus, timeout_s=2.0)
         finally:
             runner.stop(timeout_s=30)

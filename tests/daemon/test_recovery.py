@@ -39,6 +39,7 @@ from live_support import (
 
 from soulx_live.config import SoulxConfig, SupervisorConfig
 from soulx_live.daemon import Daemon
+from soulx_live.worker_launch import heartbeat_interval_s
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -161,7 +162,7 @@ def test_audio_beyond_replay_max_s_is_lost_and_reported_exactly() -> None:
 
 def test_sigstop_says_stalled_at_once_then_the_worker_is_replaced_with_nothing_lost() -> None:
     ref = noise(16.0)
-    interval = min(1.0, DEFAULTS.heartbeat_timeout_s / 5)
+    interval = heartbeat_interval_s(DEFAULTS)
     with short_tmp() as root:
         daemon, probe, lost = speech_daemon(root, ref, **defaults())
         runner = DaemonThread(daemon).start()
