@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["lab_to_rgb", "match_and_blend_colors", "rgb_to_lab", "to_uint8_frames"]
+__all__ = ["lab_to_rgb", "match_and_blend_colors", "rgb_to_lab", "to_float_frames", "to_uint8_frames"]
 
 # sRGB (D65) <-> XYZ, the white point, and the CIE constants exactly as the release writes them.
 _XYZ_FROM_RGB = (
@@ -99,17 +99,24 @@ def match_and_blend_colors(video: torch.Tensor, reference: torch.Tensor, strengt
     return (blended.permute(0, 4, 1, 2, 3) * 2.0 - 1.0).contiguous().to(dtype=dtype)
 
 
-def to_uint8_frames(video: torch.Tensor) -> torch.Tensor:
-    """``video [3,T,H,W]`` or ``[1,3,T,H,W]`` in [-1, 1] -> uint8 ``[T,H,W,3]`` on the same device.
+def to_float_frames(video: torch.Tensor) -> torch.Tensor:
+    """``video [3,T,H,W]`` or ``[1,3,T,H,W]`` in [-1, 1] -> float32 ``[T,H,W,3]`` in [0, 255], not rounded.
 
-    As released: float32, ``(x + 1) / 2`` clipped to [0, 1], times 255, **truncated** (not rounded).
-    Done on the video's device so only uint8 bytes (a quarter of float32) cross to the host.
+    The release's ``run_pipeline`` output: float32, ``(x + 1) / 2`` clipped to [0, 1], times 255.
     """
     if video.dim() == 5:
         if video.shape[0] != 1:
-            raise ValueError(f"to_uint8_frames takes one video, got batch {video.shape[0]}")
+            raise ValueError(f"expected one video, got batch {video.shape[0]}")
         video = video[0]
     if video.dim() != 4 or video.shape[0] != 3:
         raise ValueError(f"expected video [3,T,H,W], got {list(video.shape)}")
-    scaled = ((video.float() + 1) / 2).clamp(0, 1) * 255
-    return scaled.to(torch.uint8).permute(1, 2, 3, 0).contiguous()
+    return (((video.float() + 1) / 2).clamp(0, 1) * 255).permute(1, 2, 3, 0)
+
+
+def to_uint8_frames(video: torch.Tensor) -> torch.Tensor:
+    """``video [3,T,H,W]`` or ``[1,3,T,H,W]`` in [-1, 1] -> uint8 ``[T,H,W,3]`` on the same device.
+
+    As released: :func:`to_float_frames` **truncated** (not rounded) to uint8.
+    Done on the video's device so only uint8 bytes (a quarter of float32) cross to the host.
+    """
+    return to_float_frames(video).to(torch.uint8).contiguous()

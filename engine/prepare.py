@@ -10,6 +10,9 @@ From a reference image and the VAE:
 * ``condition_mask`` and ``prepare_reference``: ``y = [mask (4) ‖ VAE(reference + frame_num-1 black
   frames) (16)]`` and the first motion latent ``VAE(reference)``.
 
+* ``prepare_flashhead_reference``: FlashHead's conditioning, ``y = VAE(reference repeated frame_num times)``
+  (16 channels, no mask) and the first motion latent ``y[:, :, :1]``.
+
 T5 and CLIP are not run here; their outputs enter as tensors (``engine.conditioning``).
 """
 from __future__ import annotations
@@ -27,6 +30,7 @@ __all__ = [
     "center_crop_box",
     "condition_mask",
     "fit_reference",
+    "prepare_flashhead_reference",
     "prepare_reference",
     "reference_pixels",
     "token_count",
@@ -130,3 +134,12 @@ def prepare_reference(
     y = torch.cat([mask, ref_latent], dim=1)
     motion_latent = vae.encode(cond_image)
     return PreparedReference(cond_image=cond_image, y=y, motion_latent=motion_latent)
+
+
+def prepare_flashhead_reference(cond_image: torch.Tensor, vae: VideoVAE, frame_num: int) -> PreparedReference:
+    """FlashHead's ``prepare_params``: ``y`` = the VAE latent of ``cond_image [1,3,1,H,W]`` repeated ``frame_num``
+    times (its reference latent, ``[1,16,F_lat,h,w]``, no mask), the first motion latent its first frame."""
+    if cond_image.dim() != 5 or cond_image.shape[:3] != (1, 3, 1):
+        raise ValueError(f"cond_image must be [1, 3, 1, H, W], got {list(cond_image.shape)}")
+    ref_latent = vae.encode(cond_image.repeat(1, 1, frame_num, 1, 1)).to(cond_image.dtype)
+    return PreparedReference(cond_image=cond_image, y=ref_latent, motion_latent=ref_latent[:, :, :1].clone())

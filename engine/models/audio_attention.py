@@ -13,6 +13,7 @@ frame 0; every later latent frame to a group of ``vae_scale`` video frames.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -29,6 +30,7 @@ __all__ = [
     "FrameRun",
     "SeqShard",
     "assemble_audio_windows",
+    "frame_local_attention",
 ]
 
 #: wav2vec2 layers and channels the released audio projection takes (hard-coded in the release).
@@ -177,6 +179,9 @@ class AudioCrossAttention(nn.Module):
         self.proj = nn.Linear(dim, dim)
         self.kv_linear = nn.Linear(audio_dim, 2 * dim)
 
+    def _kv(self, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.kv_linear(frames).unflatten(-1, (2, self.num_heads, self.head_dim)).unbind(-3)
+
     def forward(
         self,
         x: torch.Tensor,
@@ -189,23 +194,42 @@ class AudioCrossAttention(nn.Module):
         Tokens of latent frame f attend only to ``audio_tokens[:, f]``; tokens past the last frame (padding) get
         ``proj(0)``. They never influence real tokens.
         """
-        batch, local, dim = x.shape
-        num_frames = audio_tokens.shape[1]
-        shard = shard or SeqShard.full(local)
-        if shard.stop - shard.start != local:
-            raise ValueError(f"x holds {local} tokens but the shard is [{shard.start}, {shard.stop})")
-        q = self.q_linear(x)
-        outputs = []
-        offset = 0
-        for run in shard.frame_runs(tokens_per_frame, num_frames):
-            q_run = q[:, offset : offset + run.num_tokens].reshape(
-                batch * run.num_frames, run.tokens_per_frame, self.num_heads, self.head_dim
-            )
-            frames = audio_tokens[:, run.first_frame : run.first_frame + run.num_frames].flatten(0, 1)
-            k, v = self.kv_linear(frames).unflatten(-1, (2, self.num_heads, self.head_dim)).unbind(-3)
-            out = attention(q_run, k, v)
-            outputs.append(out.reshape(batch, run.num_tokens, dim))
-            offset += run.num_tokens
-        if offset < local:
-            outputs.append(q.new_zeros(batch, local - offset, dim))
-        return self.proj(torch.cat(outputs, dim=1))
+        q = self.q_linear(x).unflatten(-1, (self.num_heads, self.head_dim))
+        return self.proj(frame_local_attention(q, audio_tokens, self._kv, tokens_per_frame, shard))
+
+
+KVProjection = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+
+
+def frame_local_attention(
+    q: torch.Tensor,
+    audio_tokens: torch.Tensor,
+    project_kv: KVProjection,
+    tokens_per_frame: int,
+    shard: SeqShard | None = None,
+) -> torch.Tensor:
+    """Frame-local attention of video queries to per-frame audio tokens, before the output projection.
+
+    ``q [B, L_local, H, D]`` (the tokens of ``shard``), ``audio_tokens [B, F, n, C]``; ``project_kv(frames
+    [N, n, C]) -> (k, v)`` each ``[N, n, H, D]``. The queries of latent frame f attend only to ``audio_tokens[:,
+    f]``; queries past the last frame (sequence-parallel padding) get zeros. Returns ``[B, L_local, H*D]``.
+    FlashTalk's :class:`AudioCrossAttention` and FlashHead's audio cross-attention both attend this way; only
+    their projections differ.
+    """
+    batch, local, heads, head_dim = q.shape
+    num_frames = audio_tokens.shape[1]
+    shard = shard or SeqShard.full(local)
+    if shard.stop - shard.start != local:
+        raise ValueError(f"q holds {local} tokens but the shard is [{shard.start}, {shard.stop})")
+    outputs = []
+    offset = 0
+    for run in shard.frame_runs(tokens_per_frame, num_frames):
+        q_run = q[:, offset : offset + run.num_tokens].reshape(
+            batch * run.num_frames, run.tokens_per_frame, heads, head_dim
+        )
+        k, v = project_kv(audio_tokens[:, run.first_frame : run.first_frame + run.num_frames].flatten(0, 1))
+        outputs.append(attention(q_run, k, v).reshape(batch, run.num_tokens, heads * head_dim))
+        offset += run.num_tokens
+    if offset < local:
+        outputs.append(q.new_zeros(batch, local - offset, heads * head_dim))
+    return torch.cat(outputs, dim=1)

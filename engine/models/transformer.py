@@ -1,4 +1,5 @@
-"""The audio-conditioned Wan DiT of FlashTalk / InfiniteTalk (the release's multitalk ``WanModel``).
+"""The audio-conditioned Wan DiT family: FlashTalk / InfiniteTalk (the release's multitalk ``WanModel``) and
+SoulX-FlashHead Pro (the release's ``WanModelAudioProject``), one module chosen by ``DiTConfig.variant``.
 
 SPEC-flashtalk.md §2. An image-to-video Wan2.1 DiT (patchify -> N blocks -> head -> unpatchify) whose blocks
 add a frame-local audio cross-attention after the text+image cross-attention. State-dict keys are exactly the
@@ -11,6 +12,13 @@ Precision follows the release, so the same module runs in float32 (parity) or bf
 * LayerNorms (``norm1/2/3``, ``norm_x``, the head's) and the q/k RMSNorms compute in float32 and return the
   input dtype; adaLN modulation and the gated residuals are float32, then cast back;
 * RoPE is computed in float64.
+
+FlashHead (``variant="flashhead"``) is the same network with one per-block difference: no text/CLIP input and
+no separate audio branch; the block's cross-attention (``cross_attn``: q/k/v/o with q/k RMSNorm, after the affine
+``norm3``, ungated) attends from each latent frame's tokens to that frame's audio tokens (the audio projection's
+width is the model's). ``text_embedding`` and ``audio_emb`` are released but unused. Its release computes in the
+weights' dtype throughout (``release_fp32`` False): the timestep is cast to it before the sinusoid (bf16 turns
+937.5 into 936), modulation, LayerNorms, time embedding and head run in it, and the velocity is returned in it.
 
 RoPE tables are not parameters: they are computed per forward from the token grid and cached by (grid, device)
 in a plain dict, so a model built on the meta device and loaded with ``assign=True`` needs no extra step.
@@ -36,7 +44,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from engine.models.audio_attention import AudioCrossAttention, AudioProjection, SeqShard
+from engine.models.audio_attention import (
+    AUDIO_CHANNELS,
+    AudioCrossAttention,
+    AudioProjection,
+    SeqShard,
+    frame_local_attention,
+)
 from engine.ops.attention import attention
 from engine.ops.rope import apply_rope, rope_cos_sin
 
@@ -44,6 +58,7 @@ __all__ = [
     "CLIP_DIM",
     "CLIP_TOKENS",
     "CrossContext",
+    "FLASHHEAD_CLASS",
     "DiTBlock",
     "DiTConfig",
     "WanAudioTransformer",
@@ -58,6 +73,11 @@ CLIP_TOKENS = 257
 
 # config.json keys written by diffusers or only used at initialisation.
 _IGNORED_KEYS = frozenset({"_class_name", "_diffusers_version", "_name_or_path", "weight_init"})
+#: The diffusers class name in a FlashHead DiT's config.json.
+FLASHHEAD_CLASS = "WanModelAudioProject"
+#: The audio projection FlashHead's release hard-codes (its config.json does not carry it).
+FLASHHEAD_AUDIO_PROJ = {"intermediate_dim": 512, "output_dim": 1536, "context_tokens": 32}
+VARIANTS = ("flashtalk", "flashhead")
 
 
 @dataclass(frozen=True)
@@ -86,6 +106,7 @@ class DiTConfig:
     vae_scale: int = 4
     norm_input_visual: bool = True
     norm_output_audio: bool = True
+    variant: str = "flashtalk"  # "flashhead": audio-only cross-attention, in_dim 32 (see the module docstring)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "patch_size", tuple(int(v) for v in self.patch_size))
@@ -100,6 +121,13 @@ class DiTConfig:
             raise ValueError(f"only global attention (window_size (-1, -1)) is supported, got {self.window_size}")
         if self.dim % self.num_heads or (self.dim // self.num_heads) % 2:
             raise ValueError(f"dim {self.dim} must split into {self.num_heads} heads of even size")
+        if self.variant not in VARIANTS:
+            raise ValueError(f"variant must be one of {VARIANTS}, got {self.variant!r}")
+        if self.variant == "flashhead" and self.output_dim != self.dim:
+            raise ValueError(
+                f"FlashHead's audio tokens are its cross-attention context: the audio projection's output_dim "
+                f"({self.output_dim}) must equal dim ({self.dim})"
+            )
         if self.audio_window < 1 or self.vae_scale < 1:
             raise ValueError(f"audio_window and vae_scale must be >= 1, got {self.audio_window}, {self.vae_scale}")
 
@@ -107,9 +135,28 @@ class DiTConfig:
     def head_dim(self) -> int:
         return self.dim // self.num_heads
 
+    @property
+    def release_fp32(self) -> bool:
+        """Whether the release computes time embedding, modulation, LayerNorms and head in float32 (FlashTalk)
+        or in the weights' dtype (FlashHead)."""
+        return self.variant == "flashtalk"
+
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> "DiTConfig":
-        """Build from a diffusers config dict; absent keys take the released defaults, unknown keys warn."""
+        """Build from a diffusers config dict; absent keys take the released defaults, unknown keys warn.
+
+        A FlashHead ``config.json`` (class ``WanModelAudioProject``) gives ``variant="flashhead"``, its
+        ``vae_stride[0]`` the audio windows' ``vae_scale`` and the release's hard-coded audio projection
+        (:data:`FLASHHEAD_AUDIO_PROJ`) unless ``raw`` overrides it.
+        """
+        if raw.get("_class_name") == FLASHHEAD_CLASS or raw.get("variant") == "flashhead":
+            raw = dict(raw)
+            if raw.pop("has_image_input", False):
+                raise ValueError("has_image_input true: FlashHead Pro takes no CLIP input (the released config says false)")
+            stride = raw.pop("vae_stride", None)
+            if stride is not None:
+                raw.setdefault("vae_scale", int(stride[0]))
+            raw = {**FLASHHEAD_AUDIO_PROJ, **raw, "variant": "flashhead"}
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(k for k in raw if k not in known and k not in _IGNORED_KEYS)
         if unknown:
@@ -172,17 +219,37 @@ def sinusoidal_embedding(dim: int, t: torch.Tensor) -> torch.Tensor:
 
 
 class FP32Linear(nn.Linear):
-    """A Linear computed in float32 whatever its weights' dtype (the release's ``autocast(float32)`` regions)."""
+    """A Linear computed in float32 whatever its weights' dtype (the release's ``autocast(float32)`` regions).
+
+    ``fp32=False`` (FlashHead's release): a plain Linear in the weights' dtype.
+    """
+
+    def __init__(self, *args: Any, fp32: bool = True, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fp32 = fp32
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.fp32:
+            return super().forward(x.to(self.weight.dtype))
         bias = None if self.bias is None else self.bias.float()
         return F.linear(x.float(), self.weight.float(), bias)
 
 
 class FP32LayerNorm(nn.LayerNorm):
-    """LayerNorm computed in float32, returned in the input dtype (the release's ``WanLayerNorm``)."""
+    """LayerNorm computed in float32, returned in the input dtype (the release's ``WanLayerNorm``).
+
+    ``fp32=False`` (FlashHead's release): a plain LayerNorm in the input's dtype.
+    """
+
+    def __init__(self, *args: Any, fp32: bool = True, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fp32 = fp32
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.fp32:
+            weight = None if self.weight is None else self.weight.to(x.dtype)
+            bias = None if self.bias is None else self.bias.to(x.dtype)
+            return F.layer_norm(x, self.normalized_shape, weight, bias, self.eps)
         weight = None if self.weight is None else self.weight.float()
         bias = None if self.bias is None else self.bias.float()
         return F.layer_norm(x.float(), self.normalized_shape, weight, bias, self.eps).to(x.dtype)
@@ -268,24 +335,55 @@ class TextImageCrossAttention(_AttentionProjections):
         return self.o(text_out.flatten(2) + image_out.flatten(2))
 
 
+class FrameAudioCrossAttention(_AttentionProjections):
+    """FlashHead's cross-attention: each latent frame's tokens attend to that frame's audio tokens.
+
+    Keys ``q k v o norm_q norm_k`` (the text cross-attention's, without the image branch); q and k are
+    RMS-normalised over the full width; no RoPE. Works on a sequence-parallel shard like the FlashTalk audio branch.
+    """
+
+    def _kv(self, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        heads = (self.num_heads, self.head_dim)
+        return self.norm_k(self.k(frames)).unflatten(-1, heads), self.v(frames).unflatten(-1, heads)
+
+    def forward(
+        self, x: torch.Tensor, audio_tokens: torch.Tensor, tokens_per_frame: int, shard: SeqShard | None = None
+    ) -> torch.Tensor:
+        q = self.norm_q(self.q(x)).unflatten(-1, (self.num_heads, self.head_dim))
+        return self.o(frame_local_attention(q, audio_tokens, self._kv, tokens_per_frame, shard))
+
+
 class DiTBlock(nn.Module):
-    """One ``WanAttentionBlock``: adaLN self-attention, text+image cross-attention, audio cross-attention, adaLN FFN."""
+    """One ``WanAttentionBlock``: adaLN self-attention, conditioning cross-attention(s), adaLN FFN.
+
+    FlashTalk conditions on text+image then (separately, from ``norm_x``) on audio; FlashHead's single
+    ``cross_attn`` is the frame-local audio attention (``audio_cross_attn`` is then None).
+    """
 
     def __init__(self, cfg: DiTConfig) -> None:
         super().__init__()
-        self.norm1 = FP32LayerNorm(cfg.dim, cfg.eps, elementwise_affine=False)
+        fp32 = self.fp32 = cfg.release_fp32
+        self.norm1 = FP32LayerNorm(cfg.dim, cfg.eps, elementwise_affine=False, fp32=fp32)
         self.self_attn = SelfAttention(cfg)
-        self.norm3 = FP32LayerNorm(cfg.dim, cfg.eps, elementwise_affine=True) if cfg.cross_attn_norm else nn.Identity()
-        self.cross_attn = TextImageCrossAttention(cfg)
-        self.norm2 = FP32LayerNorm(cfg.dim, cfg.eps, elementwise_affine=False)
+        self.norm3 = (
+            FP32LayerNorm(cfg.dim, cfg.eps, elementwise_affine=True, fp32=fp32) if cfg.cross_attn_norm
+            else nn.Identity()
+        )
+        self.cross_attn: nn.Module = (
+            FrameAudioCrossAttention(cfg) if cfg.variant == "flashhead" else TextImageCrossAttention(cfg)
+        )
+        self.norm2 = FP32LayerNorm(cfg.dim, cfg.eps, elementwise_affine=False, fp32=fp32)
         self.ffn = nn.Sequential(
             nn.Linear(cfg.dim, cfg.ffn_dim), nn.GELU(approximate="tanh"), nn.Linear(cfg.ffn_dim, cfg.dim)
         )
         self.modulation = nn.Parameter(torch.randn(1, 6, cfg.dim) / cfg.dim**0.5)
-        self.audio_cross_attn = AudioCrossAttention(cfg.dim, cfg.output_dim, cfg.num_heads)
-        self.norm_x = (
-            FP32LayerNorm(cfg.dim, cfg.eps, elementwise_affine=True) if cfg.norm_input_visual else nn.Identity()
-        )
+        self.audio_cross_attn: AudioCrossAttention | None = None
+        self.norm_x: nn.Module | None = None
+        if cfg.variant == "flashtalk":
+            self.audio_cross_attn = AudioCrossAttention(cfg.dim, cfg.output_dim, cfg.num_heads)
+            self.norm_x = (
+                FP32LayerNorm(cfg.dim, cfg.eps, elementwise_affine=True) if cfg.norm_input_visual else nn.Identity()
+            )
 
     def forward(
         self,
@@ -304,12 +402,18 @@ class DiTBlock(nn.Module):
         ``cross_kv``: this block's precomputed text/image K/V (then ``text``/``image`` may be None).
         """
         dtype = x.dtype
-        shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = (self.modulation.float() + e0).chunk(6, dim=1)
-        y = self.self_attn((self.norm1(x).float() * (1 + scale_msa) + shift_msa).to(dtype), rope)
+        mod = torch.float32 if self.fp32 else dtype
+        shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = (
+            self.modulation.to(mod) + e0.to(mod)
+        ).chunk(6, dim=1)
+        y = self.self_attn((self.norm1(x).to(mod) * (1 + scale_msa) + shift_msa).to(dtype), rope)
         x = (x + y * gate_msa).to(dtype)
-        x = x + self.cross_attn(self.norm3(x), text, image, cross_kv)
-        x = x + self.audio_cross_attn(self.norm_x(x), audio_tokens, tokens_per_frame, shard)
-        y = self.ffn((self.norm2(x).float() * (1 + scale_mlp) + shift_mlp).to(dtype))
+        if self.audio_cross_attn is None:  # FlashHead: the audio tokens are the (ungated) cross-attention context
+            x = x + self.cross_attn(self.norm3(x), audio_tokens, tokens_per_frame, shard)
+        else:
+            x = x + self.cross_attn(self.norm3(x), text, image, cross_kv)
+            x = x + self.audio_cross_attn(self.norm_x(x), audio_tokens, tokens_per_frame, shard)
+        y = self.ffn((self.norm2(x).to(mod) * (1 + scale_mlp) + shift_mlp).to(dtype))
         return (x + y * gate_mlp).to(dtype)
 
 
@@ -321,12 +425,12 @@ class Head(nn.Module):
 
     def __init__(self, cfg: DiTConfig) -> None:
         super().__init__()
-        self.norm = FP32LayerNorm(cfg.dim, cfg.eps, elementwise_affine=False)
-        self.head = FP32Linear(cfg.dim, math.prod(cfg.patch_size) * cfg.out_dim)
+        self.norm = FP32LayerNorm(cfg.dim, cfg.eps, elementwise_affine=False, fp32=cfg.release_fp32)
+        self.head = FP32Linear(cfg.dim, math.prod(cfg.patch_size) * cfg.out_dim, fp32=cfg.release_fp32)
         self.modulation = nn.Parameter(torch.randn(1, 2, cfg.dim) / cfg.dim**0.5)
 
     def forward(self, x: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
-        shift, scale = (self.modulation.float() + e.unsqueeze(1)).chunk(2, dim=1)
+        shift, scale = (self.modulation.to(e.dtype) + e.unsqueeze(1)).chunk(2, dim=1)
         return self.head(self.norm(x) * (1 + scale) + shift)
 
 
@@ -357,11 +461,17 @@ class WanAudioTransformer(nn.Module):
         self.text_embedding = nn.Sequential(
             nn.Linear(cfg.text_dim, cfg.dim), nn.GELU(approximate="tanh"), nn.Linear(cfg.dim, cfg.dim)
         )
-        self.time_embedding = nn.Sequential(FP32Linear(cfg.freq_dim, cfg.dim), nn.SiLU(), FP32Linear(cfg.dim, cfg.dim))
-        self.time_projection = nn.Sequential(nn.SiLU(), FP32Linear(cfg.dim, 6 * cfg.dim))
+        fp32 = cfg.release_fp32
+        self.time_embedding = nn.Sequential(
+            FP32Linear(cfg.freq_dim, cfg.dim, fp32=fp32), nn.SiLU(), FP32Linear(cfg.dim, cfg.dim, fp32=fp32)
+        )
+        self.time_projection = nn.Sequential(nn.SiLU(), FP32Linear(cfg.dim, 6 * cfg.dim, fp32=fp32))
         self.blocks = nn.ModuleList(DiTBlock(cfg) for _ in range(cfg.num_layers))
         self.head = Head(cfg)
-        self.img_emb = ImageProjection(CLIP_DIM, cfg.dim)
+        if cfg.variant == "flashtalk":
+            self.img_emb = ImageProjection(CLIP_DIM, cfg.dim)
+        else:  # released in FlashHead's checkpoint, never called by its forward
+            self.audio_emb = ImageProjection(AUDIO_CHANNELS, cfg.dim)
         self.audio_proj = AudioProjection(
             audio_window=cfg.audio_window,
             vae_scale=cfg.vae_scale,
@@ -384,14 +494,17 @@ class WanAudioTransformer(nn.Module):
         self,
         x: torch.Tensor,
         t: torch.Tensor,
-        context: torch.Tensor,
-        clip_fea: torch.Tensor,
+        context: torch.Tensor | None,
+        clip_fea: torch.Tensor | None,
         y: torch.Tensor,
         audio: torch.Tensor,
         seq_len: int | None = None,
         cross: CrossContext | None = None,
     ) -> torch.Tensor:
         """Predict the flow velocity.
+
+        FlashHead (``variant="flashhead"``): ``context`` and ``clip_fea`` are None, ``y`` is the 16-channel
+        reference latent, and the velocity is returned in the weights' dtype (the release updates in it).
 
         Args:
             x: noisy latent ``[B, 16, F, H, W]``.
@@ -420,12 +533,17 @@ class WanAudioTransformer(nn.Module):
             raise ValueError(f"seq_len {int(seq_len)} is smaller than the {num_tokens} tokens of grid {grid}")
 
         t = torch.as_tensor(t, device=x.device).reshape(-1).expand(x.shape[0])
+        if not cfg.release_fp32:  # FlashHead rounds the timestep to the compute dtype first (bf16: 937.5 -> 936)
+            t = t.to(dtype)
         e = self.time_embedding(sinusoidal_embedding(cfg.freq_dim, t))
         e0 = self.time_projection(e).unflatten(1, (6, cfg.dim))
 
-        if cross is None:
-            text, image = self._embed_context(context, clip_fea)
+        if cfg.variant == "flashhead":
+            text = image = None
             block_kv: tuple[CrossKV | None, ...] = (None,) * len(self.blocks)
+        elif cross is None:
+            text, image = self._embed_context(context, clip_fea)
+            block_kv = (None,) * len(self.blocks)
         else:
             if cross.batch != x.shape[0] or len(cross.kv) != len(self.blocks):
                 raise ValueError(f"cross K/V for batch {cross.batch} and {len(cross.kv)} blocks do not fit batch "
@@ -448,9 +566,12 @@ class WanAudioTransformer(nn.Module):
         out = self.head(tokens, e)
         if self.parallel is not None:
             out = self.parallel.gather(out)
-        return self.unpatchify(out, grid).float()
+        out = self.unpatchify(out, grid)
+        return out.float() if cfg.release_fp32 else out
 
     def _embed_context(self, context: torch.Tensor, clip_fea: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.config.variant != "flashtalk":
+            raise ValueError("FlashHead has no text/image cross-attention: it takes no context or CLIP tokens")
         dtype = self.dtype
         text = self.text_embedding(F.pad(context.to(dtype), (0, 0, 0, self.config.text_len - context.shape[1])))
         return text, self.img_emb(clip_fea.to(dtype))
@@ -481,7 +602,9 @@ class WanAudioTransformer(nn.Module):
         u = torch.einsum("bfhwpqrc->bcfphqwr", u)
         return u.reshape(out.shape[0], c, *(g * s for g, s in zip(grid, p)))
 
-    def _check_inputs(self, x: torch.Tensor, y: torch.Tensor, context: torch.Tensor, clip_fea: torch.Tensor) -> None:
+    def _check_inputs(
+        self, x: torch.Tensor, y: torch.Tensor, context: torch.Tensor | None, clip_fea: torch.Tensor | None
+    ) -> None:
         cfg = self.config
         if x.dim() != 5 or y.dim() != 5 or x.shape[0] != y.shape[0] or x.shape[2:] != y.shape[2:]:
             raise ValueError(f"x [B,C,F,H,W] and y [B,C',F,H,W] must agree, got {list(x.shape)} and {list(y.shape)}")
@@ -489,6 +612,12 @@ class WanAudioTransformer(nn.Module):
             raise ValueError(f"x and y channels ({x.shape[1]} + {y.shape[1]}) must sum to in_dim {cfg.in_dim}")
         if any(size % p for size, p in zip(x.shape[2:], cfg.patch_size)):
             raise ValueError(f"latent size {list(x.shape[2:])} is not divisible by patch_size {cfg.patch_size}")
+        if cfg.variant == "flashhead":
+            if context is not None or clip_fea is not None:
+                raise ValueError("FlashHead conditions on audio only: pass context=None and clip_fea=None")
+            return
+        if context is None or clip_fea is None:
+            raise ValueError("FlashTalk's DiT needs the T5 context and the CLIP tokens")
         if context.dim() != 3 or context.shape[1] > cfg.text_len or context.shape[2] != cfg.text_dim:
             raise ValueError(f"context must be [B, <= {cfg.text_len}, {cfg.text_dim}], got {list(context.shape)}")
         if tuple(clip_fea.shape[1:]) != (CLIP_TOKENS, CLIP_DIM):

@@ -26,6 +26,12 @@ TASKS: dict[str, str] = {
     "prepare": "engine.refcheck.tasks_stream:prepare",
     "sampler": "engine.refcheck.tasks_stream:sampler",
     "stream_chunk": "engine.refcheck.tasks_stream:stream_chunk",
+    # SoulX-FlashHead Pro (the golden-flashhead bundle)
+    "fh_dit_forward": "engine.refcheck.tasks_flashhead:fh_dit_forward",
+    "fh_audio_embed": "engine.refcheck.tasks_flashhead:fh_audio_embed",
+    "fh_prepare": "engine.refcheck.tasks_flashhead:fh_prepare",
+    "fh_sampler": "engine.refcheck.tasks_flashhead:fh_sampler",
+    "fh_stream_chunk": "engine.refcheck.tasks_flashhead:fh_stream_chunk",
 }
 
 

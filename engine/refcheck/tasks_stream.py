@@ -16,11 +16,11 @@ from engine.loading.dit import load_dit
 from engine.loading.vae import load_vae
 from engine.prepare import prepare_reference, reference_pixels, token_count
 from engine.refcheck.request import RefRequest
-from engine.sampler import GivenNoise, denoise, shifted_timesteps
+from engine.sampler import GivenNoise, StepCallback, denoise, shifted_timesteps
 from engine.state import StreamConditioning
 
 
-def _config(params: dict[str, Any], height: int, width: int) -> FlashTalkConfig:
+def stream_config(params: dict[str, Any], height: int, width: int) -> FlashTalkConfig:
     """A FlashTalkConfig from the request params at the case's resolution."""
     return FlashTalkConfig(
         height=height,
@@ -50,6 +50,17 @@ def _conditioning(inputs: dict[str, torch.Tensor]) -> StreamConditioning:
     )
 
 
+def sampler_debug(request: RefRequest, debug: dict[str, torch.Tensor]) -> StepCallback:
+    """A sampler step observer recording the requested ``debug.step{i}.dit_in/t/dit_out`` (unbatched) into ``debug``."""
+
+    def record(i: int, dit_in: torch.Tensor, t: torch.Tensor, dit_out: torch.Tensor) -> None:
+        for name, value in (("dit_in", dit_in[0]), ("t", t), ("dit_out", dit_out[0])):
+            if request.wants(f"debug.step{i}.{name}"):
+                debug[f"debug.step{i}.{name}"] = value.clone()
+
+    return record
+
+
 def _noise(inputs: dict[str, torch.Tensor]) -> GivenNoise:
     return GivenNoise(inputs["noise_init"].float().unsqueeze(0), inputs["noise_steps"].float())
 
@@ -57,7 +68,7 @@ def _noise(inputs: dict[str, torch.Tensor]) -> GivenNoise:
 def prepare(inputs: dict[str, torch.Tensor], request: RefRequest) -> dict[str, torch.Tensor]:
     """``cond_image_u8 [H,W,3]`` -> cond_image, y, latent_motion_frames, timesteps, seq_len (int64)."""
     image = inputs["cond_image_u8"].numpy()
-    cfg = _config(request.params, *image.shape[:2])
+    cfg = stream_config(request.params, *image.shape[:2])
     vae = load_vae(request.model("vae"))
     with torch.inference_mode():
         cond_image = reference_pixels(image, dtype=torch.float32, device="cpu")
@@ -75,7 +86,7 @@ def prepare(inputs: dict[str, torch.Tensor], request: RefRequest) -> dict[str, t
 def sampler(inputs: dict[str, torch.Tensor], request: RefRequest) -> dict[str, torch.Tensor]:
     """The denoising loop alone -> ``latent [16,F,h,w]`` (+ ``debug.step{i}.dit_in/t/dit_out``)."""
     height, width = inputs["cond_image"].shape[-2:]
-    cfg = _config(request.params, int(height), int(width))
+    cfg = stream_config(request.params, int(height), int(width))
     dit = load_dit(request.model("dit"))
     cond = _conditioning(inputs)
     audio = inputs["audio"].float()
@@ -84,18 +95,13 @@ def sampler(inputs: dict[str, torch.Tensor], request: RefRequest) -> dict[str, t
     def dit_fn(latent: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         return dit(latent, t, cond.context, cond.clip_fea, cond.y, audio, seq_len=cond.seq_len)
 
-    def record(i: int, dit_in: torch.Tensor, t: torch.Tensor, dit_out: torch.Tensor) -> None:
-        for name, value in (("dit_in", dit_in[0]), ("t", t), ("dit_out", dit_out[0])):
-            if request.wants(f"debug.step{i}.{name}"):
-                debug[f"debug.step{i}.{name}"] = value.clone()
-
     noise = _noise(inputs)
     timesteps = shifted_timesteps(cfg.sampling_steps, cfg.shift, cfg.num_timesteps)
     with torch.inference_mode():
         latent_init = noise.initial(cond.latent_shape, torch.float32, torch.device("cpu"))
         latent = denoise(
             dit_fn, latent_init, cond.reference_latent, timesteps, noise,
-            num_timesteps=cfg.num_timesteps, on_step=record,
+            num_timesteps=cfg.num_timesteps, on_step=sampler_debug(request, debug),
         )
     return {"latent": latent[0], **debug}
 
@@ -103,7 +109,7 @@ def sampler(inputs: dict[str, torch.Tensor], request: RefRequest) -> dict[str, t
 def stream_chunk(inputs: dict[str, torch.Tensor], request: RefRequest) -> dict[str, torch.Tensor]:
     """One whole chunk -> latent, video_decoded, gen_video (corrected frames motion..end), motion_latent_next."""
     height, width = inputs["cond_image"].shape[-2:]
-    cfg = _config(request.params, int(height), int(width))
+    cfg = stream_config(request.params, int(height), int(width))
     models = FlashTalkModels(dit=load_dit(request.model("dit")), vae=load_vae(request.model("vae")))
     cond = _conditioning(inputs)
     with torch.inference_mode():

@@ -34,6 +34,11 @@ REFCHECK_CMD = (
 )
 
 
+#: The SoulX-FlashHead Pro bundle (../shared/golden-flashhead); no in-repo subset (CI has ../shared).
+SHARED_GOLDEN_FLASHHEAD = CHECKOUT.parent / "shared" / "golden-flashhead"
+GOLDEN_FLASHHEAD_ENV = "SOULX_GOLDEN_FLASHHEAD_DIR"
+
+
 def is_bundle(folder: Path) -> bool:
     return (folder / "compare.py").is_file() and (folder / "cases").is_dir()
 
@@ -51,6 +56,29 @@ def locate_golden() -> Path | None:
             raise FileNotFoundError(f"${GOLDEN_ENV}={choice!r}: no golden bundle (compare.py, cases/) at {folder}")
         return folder.resolve()
     return next((folder for folder in (SHARED_GOLDEN, IN_REPO_SUBSET) if is_bundle(folder)), None)
+
+
+@functools.cache
+def locate_flashhead_golden() -> Path | None:
+    """$SOULX_GOLDEN_FLASHHEAD_DIR if set ("none": no bundle), else ../shared/golden-flashhead when it exists."""
+    choice = os.environ.get(GOLDEN_FLASHHEAD_ENV, "").strip()
+    if choice.lower() == "none":
+        return None
+    if choice:
+        folder = Path(choice) if Path(choice).is_absolute() else CHECKOUT / choice
+        if not is_bundle(folder):
+            raise FileNotFoundError(
+                f"${GOLDEN_FLASHHEAD_ENV}={choice!r}: no golden bundle (compare.py, cases/) at {folder}"
+            )
+        return folder.resolve()
+    return SHARED_GOLDEN_FLASHHEAD if is_bundle(SHARED_GOLDEN_FLASHHEAD) else None
+
+
+def flashhead_golden_or_skip() -> Path:
+    folder = locate_flashhead_golden()
+    if folder is None:
+        pytest.skip(f"no FlashHead golden bundle at {SHARED_GOLDEN_FLASHHEAD} (or ${GOLDEN_FLASHHEAD_ENV}=none)")
+    return folder
 
 
 def golden_dir_or_skip() -> Path:
