@@ -1,4 +1,8 @@
-"""Build a :class:`~engine.flashtalk.FlashTalkEngine` from the daemon's engine settings, for both presets.
+"""Build a :class:`~engine.flashtalk.FlashTalkEngine` (or its FlashHead subclass) from the daemon's engine settings.
+
+``engine.kind: flashhead`` reads its settings from ``engine.flashhead`` (the same fields as ``engine.flashtalk``)
+and builds :class:`~engine.flashhead.FlashHeadEngine` from the ``SoulX-FlashHead-1_3B`` folder or, with
+``preset: tiny-random``, FlashHead's tiny stack; steps 1, 3 and 4 below are the same for both models.
 
 ``build_engine(engine_config)`` takes a ``soulx_live.config.EngineConfig``-shaped object (read by attribute only,
 so the engine never imports the daemon) and:
@@ -30,9 +34,9 @@ from engine.config import FlashTalkConfig, FlashTalkConfigError
 from engine.drift import DriftThresholds
 from engine.flashtalk import FlashTalkEngine
 from engine.memory import MemoryMode
-from engine.tiny import TINY_PRESET, tiny_components, tiny_config
+from engine.tiny import TINY_FLASHHEAD_DIT, TINY_PRESET, tiny_components, tiny_config
 
-__all__ = ["build_engine", "build_tiny_engine", "parallelize_engine"]
+__all__ = ["build_engine", "build_tiny_engine", "engine_settings", "parallelize_engine"]
 
 log = logging.getLogger(__name__)
 
@@ -49,17 +53,26 @@ def build_engine(engine_config: Any) -> FlashTalkEngine:
     CPU only, the preset's own small geometry (``weights_dir``, ``device``, ``dtype`` and size settings are
     ignored); the parallelism and speed settings apply as for the 14B model.
     """
-    ft = engine_config.flashtalk
+    ft = engine_settings(engine_config)
+    flashhead = getattr(engine_config, "kind", "flashtalk") == "flashhead"
     _select_attention(getattr(ft, "attention", "auto"))
     tiny = getattr(ft, "preset", "14b") == TINY_PRESET
     mode = memory_mode(ft)  # settings errors before minutes of loading
     if getattr(ft, "fp8", False):
         _require_fp8_gemms("cpu" if tiny else engine_config.device)
-    engine = _build_tiny(engine_config) if tiny else _build_14b(engine_config, mode)
+    if tiny:
+        engine = _build_tiny(engine_config, flashhead=flashhead)
+    else:
+        engine = _build_flashhead(engine_config, mode) if flashhead else _build_14b(engine_config, mode)
     if ft.world_size != 1:
         parallelize_engine(engine, ft)
     _apply_speedups(engine, ft, mode)
     return engine
+
+
+def engine_settings(engine_config: Any) -> Any:
+    """The model's settings section: ``engine.flashhead`` for ``kind: flashhead``, else ``engine.flashtalk``."""
+    return engine_config.flashhead if getattr(engine_config, "kind", "flashtalk") == "flashhead" else engine_config.flashtalk
 
 
 def memory_mode(ft: Any) -> MemoryMode:
@@ -81,17 +94,22 @@ def memory_mode(ft: Any) -> MemoryMode:
 
 
 def build_tiny_engine(
-    cfg: FlashTalkConfig | None = None, *, seed: int = 0, drift: DriftThresholds | None = None, vae: str = "patch"
+    cfg: FlashTalkConfig | None = None, *, seed: int = 0, drift: DriftThresholds | None = None, vae: str = "patch",
+    flashhead: bool = False,
 ) -> FlashTalkEngine:
     """A :class:`~engine.flashtalk.FlashTalkEngine` on the tiny-random stack (CPU, fp32, no files); ``vae``:
-    ``patch`` or ``wan`` (:func:`engine.tiny.tiny_vae`)."""
+    ``patch`` or ``wan`` (:func:`engine.tiny.tiny_vae`); ``flashhead``: a :class:`~engine.flashhead.FlashHeadEngine`
+    on the FlashHead variant of the tiny DiT."""
+    from engine.flashhead import FlashHeadEngine
+
     cfg = tiny_config(cfg)
-    parts = tiny_components(cfg, seed, vae=vae)
-    engine = FlashTalkEngine.from_components(parts.dit, parts.vae, parts.audio, parts.conditioning, cfg, drift=drift)
-    engine.name = "flashtalk-tiny-random"
+    kind = FlashHeadEngine if flashhead else FlashTalkEngine
+    parts = tiny_components(cfg, seed, vae=vae, **({"dit_config": TINY_FLASHHEAD_DIT} if flashhead else {}))
+    engine = kind.from_components(parts.dit, parts.vae, parts.audio, parts.conditioning, cfg, drift=drift)
+    engine.name = f"{'flashhead' if flashhead else 'flashtalk'}-tiny-random"
     log.info(
-        "flashtalk tiny-random preset: %dx%d, %d frames per chunk (%d new), %d steps, seed %d, %s VAE, CPU fp32, "
-        "no weights", cfg.height, cfg.width, cfg.frame_num, cfg.frames_per_chunk, cfg.sampling_steps, seed, vae,
+        "%s preset: %dx%d, %d frames per chunk (%d new), %d steps, seed %d, %s VAE, CPU fp32, "
+        "no weights", engine.name, cfg.height, cfg.width, cfg.frame_num, cfg.frames_per_chunk, cfg.sampling_steps, seed, vae,
     )
     return engine
 
@@ -129,15 +147,30 @@ def _build_14b(engine_config: Any, mode: MemoryMode) -> FlashTalkEngine:
     return FlashTalkEngine.from_folder(Path(engine_config.weights_dir), cfg, drift=drift, dit_blocks_on_host=on_host)
 
 
-def _build_tiny(engine_config: Any) -> FlashTalkEngine:
+def _build_flashhead(engine_config: Any, mode: MemoryMode) -> FlashTalkEngine:
+    """FlashHead Pro from the ``SoulX-FlashHead-1_3B`` folder in ``engine.weights_dir`` (as :func:`_build_14b`)."""
+    from engine.flashhead import FlashHeadEngine
+
+    fh = engine_config.flashhead
+    if engine_config.weights_dir is None:
+        raise FlashTalkConfigError("engine.weights_dir is not set (--set engine.weights_dir=models/SoulX-FlashHead-1_3B)")
+    cfg = FlashTalkConfig(**_settings(fh, _SAMPLING | _GEOMETRY), device=engine_config.device, dtype=fh.dtype)
+    if fh.world_size != 1:
+        _select_rank_device()
+    on_host = not (mode.resident_bf16 and not getattr(fh, "fp8", False))
+    return FlashHeadEngine.from_folder(Path(engine_config.weights_dir), cfg, drift=getattr(engine_config, "drift", None),
+                                       dit_blocks_on_host=on_host)
+
+
+def _build_tiny(engine_config: Any, *, flashhead: bool = False) -> FlashTalkEngine:
     """The tiny-random preset with the caller's sampler, colour and frame-rate settings (seed 0)."""
-    ft = engine_config.flashtalk
+    ft = engine_settings(engine_config)
     device = (engine_config.device or "cpu").strip().lower()
     if device != "cpu" and device != "auto":
-        log.warning("engine.flashtalk.preset=%s runs on the CPU; ignoring engine.device=%s", TINY_PRESET, device)
+        log.warning("engine preset %s runs on the CPU; ignoring engine.device=%s", TINY_PRESET, device)
     cfg = FlashTalkConfig(**_settings(ft, _SAMPLING))  # the preset's geometry replaces the rest
     return build_tiny_engine(cfg, seed=0, drift=getattr(engine_config, "drift", None),
-                             vae=getattr(ft, "tiny_vae", "patch"))
+                             vae=getattr(ft, "tiny_vae", "patch"), flashhead=flashhead)
 
 
 def _settings(ft: Any, fields: dict[str, str]) -> dict[str, Any]:

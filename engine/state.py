@@ -35,8 +35,8 @@ class StreamConditioning:
 
     cond_image: torch.Tensor
     y: torch.Tensor
-    context: torch.Tensor
-    clip_fea: torch.Tensor
+    context: torch.Tensor | None  # None for FlashHead (no text input)
+    clip_fea: torch.Tensor | None  # None for FlashHead (no CLIP input)
     reference_latent: torch.Tensor
     seq_len: int
     cross: Any = None  # the DiT's precomputed text/image K/V for context/clip_fea (engine.models.transformer)

@@ -23,6 +23,11 @@ stand-ins for the three models, built here without importing the loop:
   (hidden 32), widened to the DiT's fixed 12 x 768 input by a fixed random projection (:class:`WidthAdapter`).
 * **Text / CLIP**: fixed seeded tensors (:class:`TinyConditioning`).
 
+The FlashHead preset (``engine.kind: flashhead`` with ``preset: tiny-random``) is the same stack with the DiT's
+``flashhead`` variant (:data:`TINY_FLASHHEAD_DIT`: in_dim 32, audio-only cross-attention) and FlashHead's
+conditioning (``y`` = the reference latent, no text or CLIP); the wrapper needs no change, since it reads the
+reference latent from ``y``'s last 16 channels either way.
+
 Geometry is the preset's own (64x48, 9 frames per chunk with 5 motion frames: 4 new frames = 160 ms at
 25 fps); ``steps``, ``shift``, ``color_correction``, ``fps`` and the seed come from the caller's config.
 """
@@ -43,6 +48,7 @@ from engine.models.vae import VAEConfig, WanVAE
 
 __all__ = [
     "TINY_DIT",
+    "TINY_FLASHHEAD_DIT",
     "TINY_GEOMETRY",
     "TINY_PRESET",
     "TINY_VAES",
@@ -75,6 +81,11 @@ TINY_WAN_VAE = VAEConfig(dim=8)
 #: The golden bundle's tiny DiT shape (random weights here).
 TINY_DIT = DiTConfig(
     dim=32, ffn_dim=64, num_heads=2, num_layers=2, text_len=16, intermediate_dim=4, output_dim=16, context_tokens=4
+)
+#: FlashHead's tiny DiT: the golden-flashhead shape at width 32 (random weights here).
+TINY_FLASHHEAD_DIT = DiTConfig(
+    variant="flashhead", in_dim=32, dim=32, ffn_dim=64, num_heads=2, num_layers=2, text_dim=16,
+    intermediate_dim=4, output_dim=32, context_tokens=4,
 )
 _AUDIO_LAYERS, _AUDIO_CHANNELS = 12, 768  # the DiT's audio projection input, whatever the wav2vec2 size
 
@@ -286,14 +297,19 @@ def tiny_vae(kind: str = "patch", seed: int = 3) -> TinyPatchVAE | WanVAE:
     raise ValueError(f"engine.flashtalk.tiny_vae must be one of {', '.join(TINY_VAES)}, got {kind!r}")
 
 
-def tiny_components(cfg: FlashTalkConfig, seed: int = 0, *, vae: str = "patch") -> TinyComponents:
+def tiny_components(
+    cfg: FlashTalkConfig, seed: int = 0, *, vae: str = "patch", dit_config: DiTConfig = TINY_DIT
+) -> TinyComponents:
     """Seeded tiny models for ``cfg`` (already through :func:`tiny_config`): each part has its own seed offset,
-    so adding a part never changes another part's weights. ``vae``: see :func:`tiny_vae`."""
+    so adding a part never changes another part's weights. ``vae``: see :func:`tiny_vae`; ``dit_config``
+    :data:`TINY_FLASHHEAD_DIT` for FlashHead (whose audio front end skips loudness normalisation)."""
     from engine.audio_encoder import AudioEncoder
 
-    transformer = _seeded(seed, lambda: WanAudioTransformer(TINY_DIT))
+    transformer = _seeded(seed, lambda: WanAudioTransformer(dit_config))
     dit = TinyDenoiser(transformer.eval().requires_grad_(False), num_timesteps=cfg.num_timesteps)
-    audio = WidthAdapter(
-        AudioEncoder(tiny_wav2vec2(seed + 1), sample_rate=cfg.sample_rate, fps=cfg.fps), seed=seed + 2
+    encoder = AudioEncoder(
+        tiny_wav2vec2(seed + 1), sample_rate=cfg.sample_rate, fps=cfg.fps,
+        loudness_norm=dit_config.variant == "flashtalk",
     )
+    audio = WidthAdapter(encoder, seed=seed + 2)
     return TinyComponents(dit, tiny_vae(vae, seed + 3), audio, TinyConditioning(seed + 4))

@@ -56,7 +56,8 @@ __all__ = [
 
 ENV_PREFIX = "SOULX_"
 ENV_NESTING = "__"
-RESERVED_ENV = frozenset({"SOULX_CONFIG"})  # not config keys: read by the CLI itself
+# not config keys: read by the CLI itself, or by the test suite (where the golden bundles are)
+RESERVED_ENV = frozenset({"SOULX_CONFIG", "SOULX_GOLDEN_DIR", "SOULX_GOLDEN_FLASHHEAD_DIR"})
 
 
 class ConfigError(ValueError):
@@ -121,6 +122,15 @@ class FlashTalkConfig(_Section):
         return self
 
 
+class FlashHeadConfig(FlashTalkConfig):
+    """Runtime settings of the SoulX-FlashHead Pro engine: FlashTalk's fields, FlashHead's released defaults
+    (512x512; 12 heads, so Ulysses degrees 2, 3, 4, 6 or 12)."""
+
+    height: int = Field(512, gt=0, multiple_of=16)
+    width: int = Field(512, gt=0, multiple_of=16)
+    preset: Literal["pro", "tiny-random"] = "pro"  # type: ignore[assignment]
+
+
 class DriftConfig(_Section):
     """Per-chunk drift monitor against the reference and retrospective self-correction."""
 
@@ -139,7 +149,7 @@ class DriftConfig(_Section):
 class EngineConfig(_Section):
     """Which engine renders the avatar, and from what."""
 
-    kind: Literal["lite", "flashtalk"] = "lite"
+    kind: Literal["lite", "flashtalk", "flashhead"] = "lite"
     avatar: Path | None = None
     prompt: str = ""
     seed: int = 0
@@ -147,6 +157,7 @@ class EngineConfig(_Section):
     device: str | None = None
     lite: LiteConfig = LiteConfig()
     flashtalk: FlashTalkConfig = FlashTalkConfig()
+    flashhead: FlashHeadConfig = FlashHeadConfig()
     drift: DriftConfig = DriftConfig()
 
 

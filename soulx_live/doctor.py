@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from engine.extras import install_hint
-from engine.loading.layout import weights_problems  # the released layout is the engine's knowledge
+from engine.loading.layout import flashhead_weights_problems, weights_problems  # the released layout is the engine's knowledge
 from soulx_live.devices import list_video_devices, v4l2loopback_loaded
 
 __all__ = ["Check", "format_table", "run_checks"]
@@ -223,6 +223,8 @@ def check_espeak() -> Check:
 
 
 def check_weights(folder: Path | None, kind: str) -> Check:
+    if kind == "flashhead":
+        return check_flashhead_weights(folder)
     fix = "huggingface-cli download Soul-AILab/SoulX-FlashTalk-14B --local-dir models/SoulX-FlashTalk-14B, then --set engine.weights_dir=models/SoulX-FlashTalk-14B"
     needed = kind == "flashtalk"
     if folder is None:
@@ -233,6 +235,20 @@ def check_weights(folder: Path | None, kind: str) -> Check:
         shown = "; ".join(problems[:4]) + (f"; and {len(problems) - 4} more" if len(problems) > 4 else "")
         return Check("FlashTalk weights", False, f"{folder}: {shown}", fix, needed)
     return Check("FlashTalk weights", True, str(folder), required=needed)
+
+
+def check_flashhead_weights(folder: Path | None) -> Check:
+    """The SoulX-FlashHead-1_3B folder for the Pro model: Model_Pro/, VAE_Wan/Wan2.1_VAE.pth, wav2vec2-base-960h/."""
+    fix = ("huggingface-cli download Soul-AILab/SoulX-FlashHead-1_3B --local-dir models/SoulX-FlashHead-1_3B and "
+           "huggingface-cli download facebook/wav2vec2-base-960h --local-dir models/wav2vec2-base-960h, then "
+           "--set engine.weights_dir=models/SoulX-FlashHead-1_3B")
+    if folder is None:
+        return Check("FlashHead weights", False, "engine.weights_dir not set", fix, True)
+    problems = flashhead_weights_problems(folder)
+    if problems:
+        shown = "; ".join(problems[:4]) + (f"; and {len(problems) - 4} more" if len(problems) > 4 else "")
+        return Check("FlashHead weights", False, f"{folder}: {shown}", fix, True)
+    return Check("FlashHead weights", True, str(folder), required=True)
 
 
 # -- running and printing --------------------------------------------------------------------------

@@ -38,7 +38,8 @@ class WorkerLaunch:
         FlashTalk engine with ``world_size`` N > 1 runs as ``torchrun --nproc_per_node=N`` (rank 0 talks ZeroMQ)."""
         from soulx_live.runtime_dir import endpoint
 
-        ranks = config.engine.flashtalk.world_size if config.engine.kind == "flashtalk" else 1
+        kind = config.engine.kind
+        ranks = getattr(config.engine, kind).world_size if kind in ("flashtalk", "flashhead") else 1
         if ranks > 1 and argv == DEFAULT_ARGV:
             argv = (sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes=1",
                     f"--nproc_per_node={ranks}", "-m", "soulx_live.worker")

@@ -12,6 +12,9 @@ from pathlib import Path
 
 __all__ = [
     "CLIP_CHECKPOINT",
+    "FLASHHEAD_MODEL_DIR",
+    "FLASHHEAD_VAE",
+    "FLASHHEAD_WAV2VEC_DIR",
     "CLIP_TOKENIZER_DIR",
     "DIT_CONFIG_NAME",
     "DIT_WEIGHTS_STEM",
@@ -21,7 +24,9 @@ __all__ = [
     "WAV2VEC_DIR",
     "WEIGHT_DIRS",
     "WEIGHT_FILES",
+    "find_flashhead_wav2vec",
     "find_wav2vec",
+    "flashhead_weights_problems",
     "weights_problems",
 ]
 
@@ -35,24 +40,49 @@ VAE_CHECKPOINT = "Wan2.1_VAE.pth"
 #: The audio encoder (TencentGameMate/chinese-wav2vec2-base), inside or beside the weights folder.
 WAV2VEC_DIR = "chinese-wav2vec2-base"
 
+#: The released ``SoulX-FlashHead-1_3B`` folder (Pro model): the DiT folder, the VAE file, and the audio encoder
+#: (facebook/wav2vec2-base-960h, downloaded beside or inside the weights folder as the release's README says).
+FLASHHEAD_MODEL_DIR = "Model_Pro"
+FLASHHEAD_VAE = f"VAE_Wan/{VAE_CHECKPOINT}"
+FLASHHEAD_WAV2VEC_DIR = "wav2vec2-base-960h"
+
 #: Plain files every complete folder holds (the DiT's weights are checked separately: single file or shards).
 WEIGHT_FILES = (DIT_CONFIG_NAME, T5_CHECKPOINT, CLIP_CHECKPOINT, VAE_CHECKPOINT)
 #: Sub-folders every complete folder holds.
 WEIGHT_DIRS = (T5_TOKENIZER_DIR, CLIP_TOKENIZER_DIR)
 
 
-def find_wav2vec(weights: Path) -> Path:
-    """The ``chinese-wav2vec2-base`` folder inside ``weights``, else beside it.
+def find_wav2vec(weights: Path, name: str = WAV2VEC_DIR, repo: str = "TencentGameMate/chinese-wav2vec2-base") -> Path:
+    """The ``chinese-wav2vec2-base`` (or ``name``) folder inside ``weights``, else beside it.
 
     Raises FileNotFoundError naming where to put it.
     """
     for base in (weights, weights.parent):
-        if (base / WAV2VEC_DIR).is_dir():
-            return base / WAV2VEC_DIR
-    raise FileNotFoundError(
-        f"no {WAV2VEC_DIR}/ inside or beside {weights}: download TencentGameMate/chinese-wav2vec2-base there "
-        "or pass wav2vec_dir"
-    )
+        if (base / name).is_dir():
+            return base / name
+    raise FileNotFoundError(f"no {name}/ inside or beside {weights}: download {repo} there or pass wav2vec_dir")
+
+
+def find_flashhead_wav2vec(weights: Path) -> Path:
+    """FlashHead's ``wav2vec2-base-960h`` folder inside or beside its weights folder (FileNotFoundError naming it)."""
+    return find_wav2vec(weights, FLASHHEAD_WAV2VEC_DIR, "facebook/wav2vec2-base-960h")
+
+
+def flashhead_weights_problems(folder: Path) -> list[str]:
+    """Everything missing or empty in a ``SoulX-FlashHead-1_3B`` folder for the Pro model (empty: looks complete)."""
+    if not folder.is_dir():
+        return [f"{folder} is not a folder"]
+    model = folder / FLASHHEAD_MODEL_DIR
+    if not model.is_dir():
+        problems = [f"missing {FLASHHEAD_MODEL_DIR}/ (the Pro DiT: config.json + {DIT_WEIGHTS_STEM}.safetensors)"]
+    else:
+        problems = [f"{FLASHHEAD_MODEL_DIR}/{p}" for p in _file_problems(model, (DIT_CONFIG_NAME,)) + _dit_problems(model)]
+    problems += _file_problems(folder, (FLASHHEAD_VAE,))
+    try:
+        find_flashhead_wav2vec(folder)
+    except FileNotFoundError:
+        problems.append(f"missing {FLASHHEAD_WAV2VEC_DIR}/ (inside or beside the weights folder)")
+    return problems
 
 
 def weights_problems(folder: Path) -> list[str]:

@@ -18,7 +18,7 @@ from engine.interface import AvatarEngine, SessionRequest
 from soulx_live.config import SoulxConfig
 from soulx_live.errors import DaemonError
 
-__all__ = ["build_engine", "load_avatar", "session_request"]
+__all__ = ["build_engine", "flashhead_problems", "load_avatar", "session_request"]
 
 
 def load_avatar(path: Path | None) -> np.ndarray | None:
@@ -51,7 +51,9 @@ def build_engine(config: SoulxConfig) -> AvatarEngine:
         return _build_lite(config)
     if kind == "flashtalk":
         return _build_flashtalk(config)
-    raise DaemonError(f"unknown engine.kind {kind!r}; use 'lite' or 'flashtalk'")
+    if kind == "flashhead":
+        return _build_flashhead(config)
+    raise DaemonError(f"unknown engine.kind {kind!r}; use 'lite', 'flashtalk' or 'flashhead'")
 
 
 def _build_lite(config: SoulxConfig) -> AvatarEngine:
@@ -91,6 +93,38 @@ def _flashtalk_problems(config: SoulxConfig) -> list[str]:
     device = config.engine.device or "cuda"
     if device.startswith("cuda") and not torch.cuda.is_available():
         problems.append("no CUDA GPU is usable (FlashTalk needs one; `soulx-live doctor` shows why)")
+    return problems
+
+
+def _build_flashhead(config: SoulxConfig) -> AvatarEngine:
+    """SoulX-FlashHead Pro (``engine.flashhead``): the released 1.3B folder, or its tiny-random preset."""
+    if config.engine.flashhead.preset == "tiny-random":
+        require("torch", "engine")
+        return _flashtalk_builder()(config.engine)
+    problems = flashhead_problems(config)
+    if problems:
+        raise DaemonError("the flashhead engine cannot start: " + "; ".join(problems))
+    return _flashtalk_builder()(config.engine)
+
+
+def flashhead_problems(config: SoulxConfig) -> list[str]:
+    """What keeps FlashHead Pro from starting here: the weights layout, packages, a GPU when one is asked for."""
+    from engine.loading.layout import flashhead_weights_problems
+
+    problems = []
+    weights = config.engine.weights_dir
+    if weights is None:
+        problems.append("engine.weights_dir is not set (--set engine.weights_dir=models/SoulX-FlashHead-1_3B)")
+    else:
+        problems += [f"weights: {p}" for p in flashhead_weights_problems(weights)]
+    try:
+        require("transformers", "engine", "the FlashHead audio encoder")
+    except ImportError as exc:
+        problems.append(str(exc))
+    torch = require("torch", "engine")
+    device = config.engine.device or "auto"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        problems.append("engine.device asks for CUDA but no CUDA GPU is usable (`soulx-live doctor` shows why)")
     return problems
 
 
