@@ -24,6 +24,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from engine.models.audio_attention import AUDIO_CHANNELS
 from engine.models.transformer import CLIP_DIM, CLIP_TOKENS, DiTConfig
 
 __all__ = [
@@ -89,8 +90,10 @@ def block_linear_shapes(cfg: DiTConfig) -> list[tuple[int, int]]:
     """``(out, in)`` of every linear layer of one block (all have a bias)."""
     d = cfg.dim
     attention = [(d, d)] * 4  # self-attention q k v o
-    cross = [(d, d)] * 6  # text/image cross-attention q k v o k_img v_img
     ffn = [(cfg.ffn_dim, d), (d, cfg.ffn_dim)]
+    if cfg.variant == "flashhead":
+        return attention + [(d, d)] * 4 + ffn  # the audio cross-attention q k v o
+    cross = [(d, d)] * 6  # text/image cross-attention q k v o k_img v_img
     audio = [(d, d), (d, d), (2 * d, cfg.output_dim)]  # q_linear, proj, kv_linear
     return attention + cross + ffn + audio
 
@@ -98,9 +101,10 @@ def block_linear_shapes(cfg: DiTConfig) -> list[tuple[int, int]]:
 def _block_other_params(cfg: DiTConfig) -> int:
     """Norm weights and the modulation of one block."""
     d = cfg.dim
-    qk_norms = 5 * d if cfg.qk_norm else 0  # self norm_q/norm_k, cross norm_q/norm_k/norm_k_img
+    flashhead = cfg.variant == "flashhead"
+    qk_norms = (4 if flashhead else 5) * d if cfg.qk_norm else 0  # self norm_q/k, cross norm_q/k(/norm_k_img)
     norm3 = 2 * d if cfg.cross_attn_norm else 0
-    norm_x = 2 * d if cfg.norm_input_visual else 0
+    norm_x = 2 * d if cfg.norm_input_visual and not flashhead else 0
     return qk_norms + norm3 + norm_x + 6 * d
 
 
@@ -111,7 +115,9 @@ def _non_block_params(cfg: DiTConfig) -> int:
     text = cfg.text_dim * d + d + d * d + d
     time = cfg.freq_dim * d + d + d * d + d + 6 * d * d + 6 * d
     head = d * patch * cfg.out_dim + patch * cfg.out_dim + 2 * d
-    image = 2 * CLIP_DIM + CLIP_DIM * CLIP_DIM + CLIP_DIM + CLIP_DIM * d + d + 2 * d
+    # FlashTalk's CLIP projection; FlashHead's unused (but released) MLP over 768-wide audio features instead
+    mlp_in = AUDIO_CHANNELS if cfg.variant == "flashhead" else CLIP_DIM
+    image = 2 * mlp_in + mlp_in * mlp_in + mlp_in + mlp_in * d + d + 2 * d
     first, later = cfg.audio_window * AUDIO_FEATURES, (cfg.audio_window + cfg.vae_scale - 1) * AUDIO_FEATURES
     hidden, tokens_out = cfg.intermediate_dim, cfg.context_tokens * cfg.output_dim
     audio = (first + later + hidden + 3) * hidden + (hidden + 1) * tokens_out
@@ -166,6 +172,13 @@ class PeakEstimate:
         return self.resident + self.streaming
 
 
+def _cross_kv_bytes(cfg: DiTConfig, dtype_bytes: int) -> int:
+    """The session's cached text/image K/V of every block (FlashHead has no text or image input: none)."""
+    if cfg.variant == "flashhead":
+        return 0
+    return cfg.num_layers * 2 * (cfg.text_len + CLIP_TOKENS) * cfg.dim * dtype_bytes
+
+
 def _activation_bytes(cfg: DiTConfig, tokens: int, dtype_bytes: int) -> int:
     """DiT working memory at its peak inside a block: the block input, the modulated input, q and k in the compute
     dtype (4 x L x d), plus the float64 RoPE of k (pairs, two products, their difference, the stacked result:
@@ -193,7 +206,7 @@ def peak_memory(
         mode=mode,
         dit_weights=dit_weight_bytes(cfg, mode, dtype_bytes),
         other_weights=VAE_PARAMS * dtype_bytes + WAV2VEC2_PARAMS * 4,
-        cross_kv=cfg.num_layers * 2 * (cfg.text_len + CLIP_TOKENS) * cfg.dim * dtype_bytes,
+        cross_kv=_cross_kv_bytes(cfg, dtype_bytes),
         streaming=max(dit_working, _vae_decode_bytes(geometry, dtype_bytes)),
         preparation=T5_PARAMS * 2,
         context=CUDA_CONTEXT_BYTES,

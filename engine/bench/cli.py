@@ -27,9 +27,13 @@ CHILD_ENV = "SOULX_BENCH_CHILD"  # set for the torchrun workers a parent launche
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """The benchmark's flags (defaults: the released configuration; smaller ones with ``--tiny``)."""
+    p.add_argument("--engine", dest="model", choices=("flashtalk", "flashhead"), default="flashtalk",
+                   help="the model: FlashTalk 14B (768x448) or SoulX-FlashHead Pro 1.3B (512x512)")
     p.add_argument("--frames", type=int, default=None, help="pixel frames per chunk, 4k+1 (33 released; 9 with --tiny)")
-    p.add_argument("--height", type=int, default=None, help="multiple of 16 (768 released; 32 with --tiny)")
-    p.add_argument("--width", type=int, default=None, help="multiple of 16 (448 released; 32 with --tiny)")
+    p.add_argument("--height", type=int, default=None,
+                   help="multiple of 16 (768 released, 512 for flashhead; 32 with --tiny)")
+    p.add_argument("--width", type=int, default=None,
+                   help="multiple of 16 (448 released, 512 for flashhead; 32 with --tiny)")
     p.add_argument("--steps", type=int, default=4, help="denoising steps per chunk (4 released)")
     p.add_argument("--dtype", choices=("bf16", "fp16", "fp32"), default=None, help="bf16 released; fp32 with --tiny")
     p.add_argument("--chunks", type=int, default=3, help="chunks to stream; the first is reported apart (warm-up)")
@@ -63,10 +67,13 @@ def config_from_args(args: argparse.Namespace) -> Any:
     from engine.bench.config import BenchConfig
 
     tiny = bool(args.tiny)
+    model = getattr(args, "model", "flashtalk")
+    released_hw = (512, 512) if model == "flashhead" else (768, 448)
     cfg = BenchConfig(
+        model=model,
         frames=args.frames or (9 if tiny else 33),
-        height=args.height or (32 if tiny else 768),
-        width=args.width or (32 if tiny else 448),
+        height=args.height or (32 if tiny else released_hw[0]),
+        width=args.width or (32 if tiny else released_hw[1]),
         steps=args.steps,
         dtype=args.dtype or ("fp32" if tiny else "bf16"),
         chunks=args.chunks,
@@ -91,7 +98,7 @@ def config_from_args(args: argparse.Namespace) -> Any:
 
 def _flags(cfg: Any) -> list[str]:
     """``cfg`` back to command-line flags (for the torchrun workers)."""
-    flags = ["--frames", str(cfg.frames), "--height", str(cfg.height), "--width", str(cfg.width),
+    flags = ["--engine", cfg.model, "--frames", str(cfg.frames), "--height", str(cfg.height), "--width", str(cfg.width),
              "--steps", str(cfg.steps), "--dtype", cfg.dtype, "--chunks", str(cfg.chunks), "--seed", str(cfg.seed),
              "--world-size", str(cfg.world_size), "--attention", cfg.attention_backend, "--device", cfg.device]
     flags += ["--ulysses", str(cfg.ulysses_degree), "--ring", str(cfg.ring_degree), "--compile-mode", cfg.compile_mode]

@@ -5,11 +5,12 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["ATTENTION_CHOICES", "DTYPES", "MOTION_FRAMES", "BenchConfig", "BenchConfigError", "torch_dtype"]
+__all__ = ["ATTENTION_CHOICES", "DTYPES", "MODELS", "MOTION_FRAMES", "BenchConfig", "BenchConfigError", "torch_dtype"]
 
 DTYPES: dict[str, torch.dtype] = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 ATTENTION_CHOICES = ("auto", "sdpa", "flash", "math")
 MOTION_FRAMES = 5
+MODELS = ("flashtalk", "flashhead")
 
 
 class BenchConfigError(ValueError):
@@ -40,6 +41,7 @@ class BenchConfig:
     fp8: bool = False
     offload: bool = False  # DiT blocks in pinned host memory, streamed one block ahead (engine.ops.offload)
     fp8_weights: bool = False  # DiT block weights stored e4m3, computed in the dtype (engine.ops.fp8_weights)
+    model: str = "flashtalk"  # "flashhead": SoulX-FlashHead Pro (1.3B, 512x512, no text/CLIP)
 
     @classmethod
     def tiny_defaults(cls, **overrides: object) -> BenchConfig:
@@ -55,6 +57,8 @@ class BenchConfig:
             raise BenchConfigError(f"--height and --width must be positive multiples of 16, got {self.height}x{self.width}")
         if self.chunks < 1 or self.steps < 1:
             raise BenchConfigError(f"--chunks and --steps must be >= 1, got {self.chunks}, {self.steps}")
+        if self.model not in MODELS:
+            raise BenchConfigError(f"--engine must be one of {MODELS}, got {self.model!r}")
         if self.dtype not in DTYPES:
             raise BenchConfigError(f"--dtype must be one of {sorted(DTYPES)}, got {self.dtype!r}")
         if self.attention_backend not in ATTENTION_CHOICES:
@@ -66,7 +70,8 @@ class BenchConfig:
             from engine.parallel.mesh import resolve_degrees
 
             try:
-                resolve_degrees(self.world_size, dit_config(self.tiny).num_heads, self.ulysses_degree, self.ring_degree)
+                resolve_degrees(self.world_size, dit_config(self.tiny, self.model).num_heads, self.ulysses_degree,
+                                self.ring_degree)
             except ValueError as exc:
                 raise BenchConfigError(f"--world-size/--ulysses/--ring: {exc}") from exc
         if self.compile_mode not in ("default", "reduce-overhead", "max-autotune"):

@@ -7,7 +7,9 @@ the count against what the model actually runs.
 
 The count follows ``engine.models.transformer.WanAudioTransformer`` for a batch of one: the text is padded to
 ``text_len`` tokens and not masked (so 512 + 257 context tokens), each latent frame's tokens attend to that
-frame's ``context_tokens`` audio tokens only.
+frame's ``context_tokens`` audio tokens only. FlashHead (``cfg.variant == "flashhead"``) has no text or image
+input: its one cross-attention per block projects q and o over the video tokens and k and v over each latent
+frame's audio tokens (width ``dim``), whose attention core is frame-local; nothing is cached per session.
 
 What runs per forward is less than that whole count: a session computes the text/CLIP embeddings and every
 block's text/image cross-attention K/V once (``WanAudioTransformer.context_kv``, the default; the release
@@ -82,6 +84,14 @@ def latent_grid(frames: int, height: int, width: int, *, temporal: int = 4, spat
     return 1 + (frames - 1) // temporal, height // spatial, width // spatial
 
 
+def _audio_projection(cfg: Any, grid_f: int) -> int:
+    """The audio projection's FLOP: frame 0's window and each later frame's span, two hidden layers, the tokens."""
+    inter = cfg.intermediate_dim
+    first = 2 * cfg.audio_window * AUDIO_FEATURES * inter
+    later = 2 * (grid_f - 1) * (cfg.audio_window + cfg.vae_scale - 1) * AUDIO_FEATURES * inter
+    return first + later + 2 * grid_f * inter * inter + 2 * grid_f * inter * cfg.context_tokens * cfg.output_dim
+
+
 def dit_flops(cfg: Any, latent: tuple[int, int, int]) -> DitFlops:
     """FLOP of one forward of a DiT with config ``cfg`` (an ``engine.models.transformer.DiTConfig``) on a latent
     grid ``(F, h, w)`` (before patching), batch 1."""
@@ -100,6 +110,24 @@ def dit_flops(cfg: Any, latent: tuple[int, int, int]) -> DitFlops:
         return 2 * rows * fan_in * fan_out
 
     self_proj_ffn = 4 * linear(n, d, d) + linear(n, d, f) + linear(n, f, d)
+    audio_proj = _audio_projection(cfg, grid_f)
+    head_and_time = (
+        linear(n, cfg.in_dim * pt * ph * pw, d)  # patch embedding (a strided conv = a linear over patches)
+        + linear(1, cfg.freq_dim, d) + linear(1, d, d) + linear(1, d, 6 * d)  # time embedding + projection
+        + audio_proj
+        + linear(n, d, math.prod(cfg.patch_size) * cfg.out_dim)  # head
+    )
+    if cfg.variant == "flashhead":
+        cross = 2 * linear(n, d, d) + 2 * linear(grid_f * audio_tokens, cfg.output_dim, d)  # q, o; audio k, v
+        return DitFlops(
+            self_attn_proj_ffn=layers * self_proj_ffn,
+            cross_proj=layers * cross,
+            self_attn_core=layers * 4 * n * n * d,
+            cross_attn_core=layers * 4 * n * audio_tokens * d,
+            embed_head=head_and_time,
+            context_kv=0,
+            fp8_gemms=layers * (self_proj_ffn + 2 * linear(n, d, d)),  # + cross q, o
+        )
     context_kv_proj = 2 * linear(cfg.text_len, d, d) + 2 * linear(CLIP_TOKENS, d, d)  # text k, v; image k, v
     cross = (
         2 * linear(n, d, d)  # text/image q, o
@@ -110,27 +138,11 @@ def dit_flops(cfg: Any, latent: tuple[int, int, int]) -> DitFlops:
     self_core = 4 * n * n * d
     cross_core = 4 * n * context * d + 4 * n * audio_tokens * d
 
-    window = cfg.audio_window
-    first_frame_in = window * AUDIO_FEATURES
-    later_in = (window + cfg.vae_scale - 1) * AUDIO_FEATURES
-    inter = cfg.intermediate_dim
-    audio_proj = (
-        linear(1, first_frame_in, inter)
-        + linear(grid_f - 1, later_in, inter)
-        + linear(grid_f, inter, inter)
-        + linear(grid_f, inter, audio_tokens * cfg.output_dim)
-    )
     context_embed = (
         linear(cfg.text_len, cfg.text_dim, d) + linear(cfg.text_len, d, d)  # text embedding
         + linear(CLIP_TOKENS, CLIP_DIM, CLIP_DIM) + linear(CLIP_TOKENS, CLIP_DIM, d)  # image projection
     )
-    embed_head = (
-        linear(n, cfg.in_dim * pt * ph * pw, d)  # patch embedding (a strided conv = a linear over patches)
-        + context_embed
-        + linear(1, cfg.freq_dim, d) + linear(1, d, d) + linear(1, d, 6 * d)  # time embedding + projection
-        + audio_proj
-        + linear(n, d, math.prod(cfg.patch_size) * cfg.out_dim)  # head
-    )
+    embed_head = head_and_time + context_embed
     return DitFlops(
         self_attn_proj_ffn=layers * self_proj_ffn,
         cross_proj=layers * cross,

@@ -39,8 +39,8 @@ def build_models(cfg: BenchConfig, device: torch.device) -> tuple[torch.nn.Modul
     dtype = torch_dtype(cfg)
     # Offload exists for GPUs the bf16 DiT does not fit: build it on the host, engine.placement streams its blocks.
     dit_device = torch.device("cpu") if cfg.offload else device
-    dit = build_random(lambda: WanAudioTransformer(dit_config(cfg.tiny)), dit_device, dtype)
+    dit = build_random(lambda: WanAudioTransformer(dit_config(cfg.tiny, cfg.model)), dit_device, dtype)
     vae = build_random(lambda: WanVAE(vae_config(cfg.tiny)), device, dtype)
     vae.reset_latent_stats()
     w2v = build_random(lambda: FlashTalkWav2Vec2(wav2vec2_config(cfg.tiny)), device, torch.float32)
-    return dit, vae, AudioEncoder(w2v)
+    return dit, vae, AudioEncoder(w2v, loudness_norm=cfg.model == "flashtalk")  # FlashHead's release skips it

@@ -133,6 +133,8 @@ def _check_not_committable(root: Path) -> None:
 def check_reference_config(cfg: Any) -> None:
     """Refuse configurations the released code path cannot run: the CPU only at tiny widths (the release is
     CUDA-only; engine.bench.release_compat shims its CUDA calls for the tiny CPU check, not for a 14B run)."""
+    if getattr(cfg, "model", "flashtalk") != "flashtalk":
+        raise ReferenceCheckoutError("--compare-reference runs SoulX-FlashTalk's release; it has no FlashHead path")
     if not str(cfg.device).startswith("cuda") and not cfg.tiny:
         raise ReferenceCheckoutError(
             "--compare-reference runs the released code, which needs CUDA at full size (it calls "

@@ -146,8 +146,9 @@ def utilisation(cfg: BenchConfig, dit_ms: float, device: torch.device, device_na
     return out
 
 
-def build_report(cfg: BenchConfig, run: RawRun, *, benchmark: str = "engine_14b") -> dict[str, Any]:
+def build_report(cfg: BenchConfig, run: RawRun, *, benchmark: str | None = None) -> dict[str, Any]:
     """The full JSON report of one run (keys documented in ``engine.bench``)."""
+    benchmark = benchmark or ("engine_flashhead" if cfg.model == "flashhead" else "engine_14b")
     device = torch.device(cfg.device)
     env = environment(device)
     summary = summarize(run.per_chunk, run.wall_ms, run.frame_shape[0])
@@ -203,7 +204,7 @@ def format_table(report: dict[str, Any]) -> str:
     lines = [
         (f"soulx-live bench  {report['device_name']} ({report['device']}) x{report['world_size']}  "
          f"{report['date']}  commit {commit}"),
-        (f"config: {cfg['frames']} frames {cfg['height']}x{cfg['width']}, {cfg['steps']} steps, {cfg['dtype']}, "
+        (f"config: {cfg.get('model', 'flashtalk')}, {cfg['frames']} frames {cfg['height']}x{cfg['width']}, {cfg['steps']} steps, {cfg['dtype']}, "
          f"{cfg['chunks']} chunks, attention {report['attention_backend']}, compile {cfg['compile']}{tiny}"),
         (f"levers: cross K/V cache {cfg.get('cross_kv_cache')}, fp8 {cfg.get('fp8')}, memory "
          f"{report.get('memory_mode', '-')}, compile mode "

@@ -35,6 +35,7 @@ from engine.models.vae import WanVAE
 from engine.postprocess import match_and_blend_colors, to_uint8_frames
 from engine.prepare import (
     PreparedReference,
+    prepare_flashhead_reference,
     prepare_reference,
     reference_pixels,
     token_count,
@@ -54,8 +55,8 @@ CLIP_TOKENS, CLIP_DIM = 257, 1280
 @dataclass
 class Session:
     ref: PreparedReference  # cond_image (colour reference), y, first motion latent
-    context: torch.Tensor  # (1, L_txt, 4096)
-    clip_fea: torch.Tensor  # (1, 257, 1280)
+    context: torch.Tensor | None  # (1, L_txt, 4096); None for FlashHead
+    clip_fea: torch.Tensor | None  # (1, 257, 1280); None for FlashHead
     motion: torch.Tensor  # (1, 16, T_m, h, w)
     timesteps: torch.Tensor  # shifted, steps + 1 values ending in 0
     seq_len: int
@@ -85,12 +86,17 @@ def prepare_session(cfg: BenchConfig, vae: WanVAE, device: torch.device, dit: An
     cross-attention K/V when ``dit`` is given and ``cfg.cross_kv_cache``)."""
     dtype = torch_dtype(cfg)
     image = np.random.default_rng(cfg.seed).integers(0, 256, (cfg.height, cfg.width, 3), dtype=np.uint8)
-    ref = prepare_reference(reference_pixels(image, dtype=dtype, device=device), vae, cfg.frames)
+    pixels = reference_pixels(image, dtype=dtype, device=device)
     gen = torch.Generator(device).manual_seed(cfg.seed)
     lat_hw = (cfg.height // vae.config.spatial_factor, cfg.width // vae.config.spatial_factor)
-    context = torch.randn(1, TEXT_TOKENS, TEXT_DIM, device=device, dtype=dtype, generator=gen)
-    clip_fea = torch.randn(1, CLIP_TOKENS, CLIP_DIM, device=device, dtype=dtype, generator=gen)
-    cross = dit.context_kv(context, clip_fea) if dit is not None and cfg.cross_kv_cache else None
+    context = clip_fea = cross = None
+    if cfg.model == "flashhead":  # y = the reference latent over the chunk; no text, no CLIP
+        ref = prepare_flashhead_reference(pixels, vae, cfg.frames)
+    else:
+        ref = prepare_reference(pixels, vae, cfg.frames)
+        context = torch.randn(1, TEXT_TOKENS, TEXT_DIM, device=device, dtype=dtype, generator=gen)
+        clip_fea = torch.randn(1, CLIP_TOKENS, CLIP_DIM, device=device, dtype=dtype, generator=gen)
+        cross = dit.context_kv(context, clip_fea) if dit is not None and cfg.cross_kv_cache else None
     return Session(
         ref=ref,
         context=context,
@@ -245,4 +251,4 @@ def _stream(
 
 
 def dit_config_for(cfg: BenchConfig) -> Any:
-    return dit_config(cfg.tiny)
+    return dit_config(cfg.tiny, cfg.model)

@@ -7,16 +7,27 @@ from __future__ import annotations
 
 from typing import Any
 
-from engine.models.transformer import DiTConfig
+from engine.models.transformer import FLASHHEAD_CLASS, DiTConfig
 from engine.models.vae import VAEConfig
 
-__all__ = ["TEXT_DIM", "dit_config", "vae_config", "wav2vec2_config"]
+__all__ = ["FLASHHEAD_PRO", "TEXT_DIM", "dit_config", "vae_config", "wav2vec2_config"]
 
 TEXT_DIM = 4096
 
 
-def dit_config(tiny: bool) -> DiTConfig:
-    """The released 14B DiT config, or tiny widths with the same structure."""
+#: SoulX-FlashHead Pro's DiT (``Model_Pro/config.json``: Wan2.1 T2V-1.3B widths, in_dim 32, audio-only cross-attention).
+FLASHHEAD_PRO = {"_class_name": FLASHHEAD_CLASS, "dim": 1536, "ffn_dim": 8960, "num_heads": 12, "num_layers": 30,
+                 "in_dim": 32, "out_dim": 16, "text_dim": TEXT_DIM, "freq_dim": 256, "eps": 1e-6,
+                 "patch_size": [1, 2, 2], "vae_stride": [4, 8, 8], "has_image_input": False}
+
+
+def dit_config(tiny: bool, model: str = "flashtalk") -> DiTConfig:
+    """The released DiT config (FlashTalk 14B or FlashHead Pro), or tiny widths with the same structure."""
+    if model == "flashhead":
+        if not tiny:
+            return DiTConfig.from_dict(FLASHHEAD_PRO)
+        return DiTConfig.from_dict({**FLASHHEAD_PRO, "dim": 64, "ffn_dim": 96, "num_heads": 4, "num_layers": 2,
+                                    "intermediate_dim": 16, "output_dim": 64, "context_tokens": 4})
     if not tiny:
         return DiTConfig()
     return DiTConfig(dim=64, ffn_dim=96, num_heads=4, num_layers=2, text_dim=TEXT_DIM)
