@@ -27,10 +27,19 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from engine.config import FlashTalkConfig, FlashTalkConfigError, resolve_device, resolve_dtypes
+from engine.config import (
+    FlashTalkConfig,
+    FlashTalkConfigError,
+    resolve_device,
+    resolve_dtypes,
+)
 from engine.drift import DriftThresholds
 from engine.flashtalk import FlashTalkEngine, FlashTalkModels
-from engine.loading.layout import FLASHHEAD_MODEL_DIR, FLASHHEAD_VAE, find_flashhead_wav2vec
+from engine.loading.layout import (
+    FLASHHEAD_MODEL_DIR,
+    FLASHHEAD_VAE,
+    find_flashhead_wav2vec,
+)
 from engine.prepare import fit_reference, prepare_flashhead_reference, reference_pixels
 from engine.state import StreamConditioning
 
@@ -52,7 +61,11 @@ class ReferenceLatentCache:
     avatar image and VAE file (:class:`engine.conditioning.ConditioningCache`)."""
 
     def __init__(self, vae_path: Path, *, cache_dir: Path | None = None, device: torch.device | str = "cpu") -> None:
-        from engine.conditioning import ConditioningCache, default_cache_dir, file_identity
+        from engine.conditioning import (
+            ConditioningCache,
+            default_cache_dir,
+            file_identity,
+        )
 
         self.device = torch.device(device)
         self.cache = ConditioningCache(cache_dir or default_cache_dir(), vae_model_id=f"flashhead|{file_identity(vae_path)}")

@@ -57,8 +57,8 @@ from engine.ops.rope import apply_rope, rope_cos_sin
 __all__ = [
     "CLIP_DIM",
     "CLIP_TOKENS",
-    "CrossContext",
     "FLASHHEAD_CLASS",
+    "CrossContext",
     "DiTBlock",
     "DiTConfig",
     "WanAudioTransformer",

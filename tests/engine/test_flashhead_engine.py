@@ -14,7 +14,12 @@ from golden_support import flashhead_golden_or_skip
 from engine.flashhead import FlashHeadEngine, flashhead_config
 from engine.flashtalk import stream_step
 from engine.interface import SessionRequest
-from engine.loading.layout import FLASHHEAD_MODEL_DIR, FLASHHEAD_VAE, FLASHHEAD_WAV2VEC_DIR, flashhead_weights_problems
+from engine.loading.layout import (
+    FLASHHEAD_MODEL_DIR,
+    FLASHHEAD_VAE,
+    FLASHHEAD_WAV2VEC_DIR,
+    flashhead_weights_problems,
+)
 from engine.state import SessionState
 from soulx_live.config import SoulxConfig
 from soulx_live.doctor import check_weights
@@ -51,6 +56,10 @@ def test_released_defaults() -> None:
     assert cfg.samples_per_chunk == 17920 and cfg.seq_len() == 9 * 32 * 32
     settings = SoulxConfig.model_validate({"engine": {"kind": "flashhead"}}).engine.flashhead
     assert (settings.height, settings.width, settings.preset) == (512, 512, "pro")
+    from soulx_live.config import load_config
+
+    shipped = load_config(Path(__file__).parents[2] / "configs" / "engine-flashhead-pro.yaml", env={}).engine
+    assert shipped.kind == "flashhead" and shipped.flashhead.dtype == "bf16" and shipped.device == "cuda"
 
 
 @pytest.fixture
