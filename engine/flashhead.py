@@ -27,21 +27,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from engine.config import (
-    FlashTalkConfig,
-    FlashTalkConfigError,
-    resolve_device,
-    resolve_dtypes,
-)
+from engine.config import FlashTalkConfig, FlashTalkConfigError
 from engine.drift import DriftThresholds
-from engine.flashtalk import FlashTalkEngine, FlashTalkModels
-from engine.loading.layout import (
-    FLASHHEAD_MODEL_DIR,
-    FLASHHEAD_VAE,
-    find_flashhead_wav2vec,
-)
-from engine.prepare import fit_reference, prepare_flashhead_reference, reference_pixels
-from engine.state import StreamConditioning
+from engine.flashtalk import FlashTalkEngine, load_models
+from engine.loading.layout import FLASHHEAD_MODEL_DIR, FLASHHEAD_VAE, find_flashhead_wav2vec
+from engine.prepare import prepare_flashhead_reference
 
 __all__ = ["FLASHHEAD_GEOMETRY", "FlashHeadEngine", "ReferenceLatentCache", "flashhead_config"]
 
@@ -105,62 +95,32 @@ class FlashHeadEngine(FlashTalkEngine):
 
         ``dit_blocks_on_host``: the DiT's blocks stay in host memory for a memory mode / FP8 to place them.
         """
-        from engine.audio_encoder import AudioEncoder
-        from engine.loading.dit import load_dit
-        from engine.loading.vae import load_vae
-
         cfg = cfg or flashhead_config()
         weights = Path(weights_dir)
-        device, why = resolve_device(cfg.device)
-        log.info("FlashHead device %s (%s)", device, why)
-        dtypes = resolve_dtypes(device, cfg.dtype)
         try:
             w2v = Path(wav2vec_dir) if wav2vec_dir else find_flashhead_wav2vec(weights)
         except FileNotFoundError as exc:
             raise FlashTalkConfigError(str(exc)) from exc
-        audio_encoder = AudioEncoder.from_folder(
-            w2v, dtype=dtypes.audio, device=device, sample_rate=cfg.sample_rate, fps=cfg.fps, loudness_norm=False
-        )
-        vae = load_vae(weights / FLASHHEAD_VAE, dtype=dtypes.vae, device=device)
-        dit = load_dit(weights / FLASHHEAD_MODEL_DIR, dtype=dtypes.dit, device="cpu" if dit_blocks_on_host else device)
-        if dit.config.variant != "flashhead":
+        loaded = load_models(weights / FLASHHEAD_MODEL_DIR, weights / FLASHHEAD_VAE, w2v, cfg,
+                             dit_blocks_on_host=dit_blocks_on_host, loudness_norm=False)
+        variant = loaded.models.dit.config.variant  # type: ignore[attr-defined]
+        if variant != "flashhead":
             raise FlashTalkConfigError(
-                f"{weights / FLASHHEAD_MODEL_DIR} holds a {dit.config.variant} DiT, not FlashHead's "
+                f"{weights / FLASHHEAD_MODEL_DIR} holds a {variant} DiT, not FlashHead's "
                 "(engine.kind: flashhead needs the SoulX-FlashHead-1_3B folder)"
             )
-        if dit_blocks_on_host:
-            for name, child in dit.named_children():
-                if name != "blocks":
-                    child.to(device)
-        return cls(
-            models=FlashTalkModels(dit=dit, vae=vae),
-            audio_encoder=audio_encoder,
-            conditioning=ReferenceLatentCache(weights / FLASHHEAD_VAE, cache_dir=cache_dir, device=device),
-            cfg=cfg,
-            device=device,
-            dtype=dtypes.dit,
-            drift=drift,
-        )
+        conditioning = ReferenceLatentCache(weights / FLASHHEAD_VAE, cache_dir=cache_dir, device=loaded.device)
+        return cls(models=loaded.models, audio_encoder=loaded.audio_encoder, conditioning=conditioning, cfg=cfg,
+                   device=loaded.device, dtype=loaded.dtypes.dit, drift=drift)
 
-    def conditioning_for(self, image_u8: np.ndarray, prompt: str) -> StreamConditioning:
-        """The session-fixed tensors for a reference image (any size; fitted here). ``prompt`` is unused."""
-        cfg = self.cfg
-        image = fit_reference(image_u8, (cfg.height, cfg.width))
-        with torch.inference_mode():
-            cond_image = reference_pixels(image, dtype=self.dtype, device=self.device)
+    def reference_params(self) -> str:
+        return f"flashhead;frames={self.cfg.frame_num};dtype={self.dtype}"
 
-            def encode_reference() -> dict[str, torch.Tensor]:
-                prepared = prepare_flashhead_reference(cond_image, self.models.vae, cfg.frame_num)
-                return {"y": prepared.y, "motion_latent": prepared.motion_latent}
+    def encode_reference(self, cond_image: torch.Tensor) -> dict[str, torch.Tensor]:
+        """``y`` = the VAE latent of the reference repeated over the chunk; the first motion latent its frame 0."""
+        prepared = prepare_flashhead_reference(cond_image, self.models.vae, self.cfg.frame_num)
+        return {"y": prepared.y, "motion_latent": prepared.motion_latent}
 
-            latents = self.conditioning.reference_latents(
-                image, f"flashhead;frames={cfg.frame_num};dtype={self.dtype}", encode_reference
-            )
-        return StreamConditioning(
-            cond_image=cond_image,
-            y=latents["y"].to(device=self.device),
-            context=None,
-            clip_fea=None,
-            reference_latent=latents["motion_latent"].to(device=self.device),
-            seq_len=cfg.seq_len(),
-        )
+    def prompt_context(self, image: np.ndarray, prompt: str) -> tuple[None, None, None]:
+        """FlashHead conditions on audio and the reference only: no text context, CLIP tokens or cross K/V."""
+        return None, None, None

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import torch
@@ -47,6 +47,7 @@ from engine.drift import (
 from engine.interface import ChunkSpec, FrameChunk, SessionRequest, mono_pcm
 from engine.loading.layout import VAE_CHECKPOINT, find_wav2vec
 from engine.parallel.decide import rank0_decides
+from engine.pcm_queue import PcmQueue
 from engine.postprocess import match_and_blend_colors, to_uint8_frames
 from engine.prepare import VideoVAE, fit_reference, prepare_reference, reference_pixels
 from engine.sampler import (
@@ -68,8 +69,10 @@ __all__ = [
     "FlashTalkEngine",
     "FlashTalkModels",
     "FlashTalkSession",
+    "LoadedModels",
     "SessionSnapshot",
     "generate_chunk",
+    "load_models",
     "stream_step",
 ]
 
@@ -167,50 +170,6 @@ def stream_step(
     return state.advanced(out.motion_latent_next, generator, emitted.shape[2]), emitted
 
 
-# -- audio queue -------------------------------------------------------------------------------------------
-class _PcmQueue:
-    """FIFO of float32 samples pushed but not yet consumed. Storage is reused (compacted in place); it grows
-    only when more audio is queued than ever before (a caller pushing far ahead of consumption)."""
-
-    def __init__(self, initial_capacity: int) -> None:
-        self._buf = np.zeros(max(1, initial_capacity), dtype=np.float32)
-        self._start = 0
-        self._end = 0
-
-    def __len__(self) -> int:
-        return self._end - self._start
-
-    def clear(self) -> None:
-        self._start = self._end = 0
-
-    def push(self, samples: np.ndarray) -> None:
-        n = samples.shape[0]
-        if self._end + n > self._buf.shape[0]:
-            size = len(self)
-            if size + n > self._buf.shape[0]:
-                grown = np.zeros(max(2 * self._buf.shape[0], size + n), dtype=np.float32)
-                grown[:size] = self._buf[self._start : self._end]
-                self._buf = grown
-            else:
-                self._buf[:size] = self._buf[self._start : self._end]
-            self._start, self._end = 0, size
-        self._buf[self._end : self._end + n] = samples
-        self._end += n
-
-    def pop(self, n: int) -> np.ndarray:
-        """The next ``n`` samples (a new array), zero-padded when fewer are queued."""
-        out = np.zeros(n, dtype=np.float32)
-        take = min(n, len(self))
-        out[:take] = self._buf[self._start : self._start + take]
-        self._start += take
-        if self._start == self._end:
-            self._start = self._end = 0
-        return out
-
-    def copy(self) -> np.ndarray:
-        return self._buf[self._start : self._end].copy()
-
-
 # -- engine and session ------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class SessionSnapshot:
@@ -256,7 +215,7 @@ class FlashTalkSession:
         self._state = state
         self._seq = 0
         self._window = StreamingAudioWindow(cfg.sample_rate, cfg.fps, cfg.audio_buffer_s)
-        self._pending = _PcmQueue(4 * cfg.samples_per_chunk)
+        self._pending = PcmQueue(4 * cfg.samples_per_chunk)
         self.stats = SessionStats()
         drift = engine.drift
         self.deadline = deadline or (RegenDeadline.from_settings(drift) if drift is not None else RegenDeadline())
@@ -469,39 +428,18 @@ class FlashTalkEngine:
         memory modes and FP8 to convert and place one block at a time (:func:`engine.placement.place_dit`), so the
         bf16 DiT (37.8 GB) never has to fit on the GPU.
         """
-        from engine.audio_encoder import AudioEncoder
         from engine.conditioning import Conditioner
-        from engine.loading.dit import load_dit
-        from engine.loading.vae import load_vae
 
         cfg = cfg or FlashTalkConfig()
         weights = Path(weights_dir)
-        device, why = resolve_device(cfg.device)
-        log.info("FlashTalk device %s (%s)%s", device, why, "; DiT blocks on the host" if dit_blocks_on_host else "")
-        dtypes: DtypePolicy = resolve_dtypes(device, cfg.dtype)
         try:
             w2v = Path(wav2vec_dir) if wav2vec_dir else find_wav2vec(weights)
         except FileNotFoundError as exc:
             raise FlashTalkConfigError(str(exc)) from exc
-        audio_encoder = AudioEncoder.from_folder(
-            w2v, dtype=dtypes.audio, device=device, sample_rate=cfg.sample_rate, fps=cfg.fps
-        )
-        vae = load_vae(weights / VAE_CHECKPOINT, dtype=dtypes.vae, device=device)
-        dit = load_dit(weights, dtype=dtypes.dit, device="cpu" if dit_blocks_on_host else device)
-        if dit_blocks_on_host:
-            for name, child in dit.named_children():
-                if name != "blocks":  # the engine takes its device and dtype from the DiT's first parameter
-                    child.to(device)
-        conditioning = Conditioner(weights, cache_dir=cache_dir, device=device, out_dtype=dtypes.conditioning)
-        return cls(
-            models=FlashTalkModels(dit=dit, vae=vae),
-            audio_encoder=audio_encoder,
-            conditioning=conditioning,
-            cfg=cfg,
-            device=device,
-            dtype=dtypes.dit,
-            drift=drift,
-        )
+        loaded = load_models(weights, weights / VAE_CHECKPOINT, w2v, cfg, dit_blocks_on_host=dit_blocks_on_host)
+        conditioning = Conditioner(weights, cache_dir=cache_dir, device=loaded.device, out_dtype=loaded.dtypes.conditioning)
+        return cls(models=loaded.models, audio_encoder=loaded.audio_encoder, conditioning=conditioning, cfg=cfg,
+                   device=loaded.device, dtype=loaded.dtypes.dit, drift=drift)
 
     # -- sessions --------------------------------------------------------------------------------------
     def conditioning_for(self, image_u8: np.ndarray, prompt: str) -> StreamConditioning:
@@ -510,15 +448,34 @@ class FlashTalkEngine:
         image = fit_reference(image_u8, (cfg.height, cfg.width))
         with torch.inference_mode():
             cond_image = reference_pixels(image, dtype=self.dtype, device=self.device)
-
-            def encode_reference() -> dict[str, torch.Tensor]:
-                prepared = prepare_reference(cond_image, self.models.vae, cfg.frame_num, temporal_stride=cfg.vae_stride[0])
-                return {"y": prepared.y, "motion_latent": prepared.motion_latent}
-
             # y costs a VAE encode of frame_num frames: cached on disk per avatar like the CLIP tokens.
             latents = self.conditioning.reference_latents(
-                image, f"frames={cfg.frame_num};stride={cfg.vae_stride[0]};dtype={self.dtype}", encode_reference
+                image, self.reference_params(), lambda: self.encode_reference(cond_image)
             )
+        context, clip_fea, cross = self.prompt_context(image, prompt)
+        return StreamConditioning(
+            cond_image=cond_image,
+            y=latents["y"].to(device=self.device),
+            context=context,
+            clip_fea=clip_fea,
+            reference_latent=latents["motion_latent"].to(device=self.device),
+            seq_len=cfg.seq_len(),
+            cross=cross,
+        )
+
+    def reference_params(self) -> str:
+        """What shapes the cached reference latents besides the image and the VAE (part of the cache key)."""
+        return f"frames={self.cfg.frame_num};stride={self.cfg.vae_stride[0]};dtype={self.dtype}"
+
+    def encode_reference(self, cond_image: torch.Tensor) -> dict[str, torch.Tensor]:
+        """``y`` (mask + VAE latent of the reference and black frames) and the first motion latent."""
+        cfg = self.cfg
+        prepared = prepare_reference(cond_image, self.models.vae, cfg.frame_num, temporal_stride=cfg.vae_stride[0])
+        return {"y": prepared.y, "motion_latent": prepared.motion_latent}
+
+    def prompt_context(self, image: np.ndarray, prompt: str) -> tuple[torch.Tensor, torch.Tensor, Any]:
+        """T5 context ``[1, L, 4096]``, CLIP tokens ``[1, 257, 1280]`` and the DiT's cached cross K/V of them."""
+        with torch.inference_mode():
             context = self.conditioning.text_context(prompt or DEFAULT_PROMPT).to(device=self.device, dtype=self.dtype)
             clip_fea = self.conditioning.image_tokens(image).to(device=self.device, dtype=self.dtype)
         if context.dim() == 3 and context.shape[0] == 1:
@@ -530,18 +487,11 @@ class FlashTalkEngine:
             )
         context, clip_fea = context[None], clip_fea.reshape(1, 257, 1280)
         context_kv = getattr(self.models.dit, "context_kv", None)
+        cross = None
         if context_kv is not None:
             with torch.no_grad():
                 cross = context_kv(context, clip_fea)  # constant for the session: not recomputed per step
-        return StreamConditioning(
-            cond_image=cond_image,
-            y=latents["y"].to(device=self.device),
-            context=context,
-            clip_fea=clip_fea,
-            reference_latent=latents["motion_latent"].to(device=self.device),
-            seq_len=cfg.seq_len(),
-            cross=cross if context_kv is not None else None,
-        )
+        return context, clip_fea, cross
 
     def start_session(self, request: SessionRequest) -> FlashTalkSession:
         """A session for ``request.avatar`` (the built-in avatar when None); a negative seed means 9999.
@@ -574,6 +524,40 @@ class FlashTalkEngine:
             state, video = stream_step(self.models, state, audio_emb, self.cfg)
             frames = to_uint8_frames(video).cpu().numpy()
         return frames, state
+
+
+@dataclass(frozen=True)
+class LoadedModels:
+    """What :func:`load_models` gives: the per-chunk models, the audio front end, the device and dtypes."""
+
+    models: FlashTalkModels
+    audio_encoder: AudioEmbedder
+    device: torch.device
+    dtypes: DtypePolicy
+
+
+def load_models(
+    dit_dir: Path, vae_file: Path, wav2vec_dir: Path, cfg: FlashTalkConfig, *,
+    dit_blocks_on_host: bool = False, loudness_norm: bool = True,
+) -> LoadedModels:
+    """Load a released DiT folder, VAE file and wav2vec2 folder on ``cfg.device`` in ``cfg.dtype`` (strict, on
+    meta). ``dit_blocks_on_host``: the DiT's blocks stay on the host for a memory mode to place them."""
+    from engine.audio_encoder import AudioEncoder
+    from engine.loading.dit import load_dit
+    from engine.loading.vae import load_vae
+
+    device, why = resolve_device(cfg.device)
+    log.info("engine device %s (%s)%s", device, why, "; DiT blocks on the host" if dit_blocks_on_host else "")
+    dtypes = resolve_dtypes(device, cfg.dtype)
+    audio_encoder = AudioEncoder.from_folder(wav2vec_dir, dtype=dtypes.audio, device=device,
+                                             sample_rate=cfg.sample_rate, fps=cfg.fps, loudness_norm=loudness_norm)
+    vae = load_vae(vae_file, dtype=dtypes.vae, device=device)
+    dit = load_dit(dit_dir, dtype=dtypes.dit, device="cpu" if dit_blocks_on_host else device)
+    if dit_blocks_on_host:
+        for name, child in dit.named_children():
+            if name != "blocks":  # the engine takes its device and dtype from the DiT's first parameter
+                child.to(device)
+    return LoadedModels(FlashTalkModels(dit=dit, vae=vae), audio_encoder, device, dtypes)
 
 
 def _default_avatar(cfg: FlashTalkConfig) -> np.ndarray:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import torch
 
 from engine.audio_encoder import FPS, SAMPLE_RATE, AudioEncoder
-from engine.flashtalk import FlashTalkModels, generate_chunk
 from engine.loading.dit import load_dit
 from engine.loading.vae import load_vae
 from engine.loading.wav2vec2 import load_wav2vec2
@@ -19,8 +18,8 @@ from engine.postprocess import to_float_frames
 from engine.prepare import prepare_flashhead_reference, reference_pixels, token_count
 from engine.refcheck.request import RefRequest
 from engine.refcheck.tasks_dit import capture_outputs, debug_module_names
-from engine.refcheck.tasks_stream import sampler_debug, stream_config
-from engine.sampler import GivenNoise, denoise, shifted_timesteps
+from engine.refcheck.tasks_stream import run_chunk, run_sampler, stream_config
+from engine.sampler import shifted_timesteps
 from engine.state import StreamConditioning
 
 
@@ -83,40 +82,14 @@ def _conditioning(inputs: dict[str, torch.Tensor]) -> StreamConditioning:
     )
 
 
-def _noise(inputs: dict[str, torch.Tensor]) -> GivenNoise:
-    return GivenNoise(inputs["noise_init"].float().unsqueeze(0), inputs["noise_steps"].float())
-
-
 def fh_sampler(inputs: dict[str, torch.Tensor], request: RefRequest) -> dict[str, torch.Tensor]:
     """The denoising loop alone -> ``latent [16,F,h,w]`` (+ ``debug.step{i}.dit_in/t/dit_out``)."""
-    height, width = inputs["cond_image"].shape[-2:]
-    cfg = stream_config(request.params, int(height), int(width))
-    dit = load_dit(request.model("dit"))
-    cond = _conditioning(inputs)
-    audio = inputs["audio"].float()
-    debug: dict[str, torch.Tensor] = {}
-    noise = _noise(inputs)
-    with torch.inference_mode():
-        latent = denoise(
-            lambda latent, t: dit(latent, t, None, None, cond.y, audio),
-            noise.initial(cond.latent_shape, torch.float32, torch.device("cpu")),
-            cond.reference_latent,
-            shifted_timesteps(cfg.sampling_steps, cfg.shift, cfg.num_timesteps),
-            noise,
-            num_timesteps=cfg.num_timesteps,
-            on_step=sampler_debug(request, debug),
-        )
-    return {"latent": latent[0], **debug}
+    return run_sampler(inputs, request, _conditioning(inputs))
 
 
 def fh_stream_chunk(inputs: dict[str, torch.Tensor], request: RefRequest) -> dict[str, torch.Tensor]:
     """One whole chunk -> latent, video_decoded, gen_video (all frames), frames (emitted), motion_latent_next."""
-    height, width = inputs["cond_image"].shape[-2:]
-    cfg = stream_config(request.params, int(height), int(width))
-    models = FlashTalkModels(dit=load_dit(request.model("dit")), vae=load_vae(request.model("vae")))
-    cond = _conditioning(inputs)
-    with torch.inference_mode():
-        out = generate_chunk(models, cond, cond.reference_latent, inputs["audio"].float(), _noise(inputs), cfg)
+    out, cfg = run_chunk(inputs, request, _conditioning(inputs))
     return {
         "latent": out.latent[0],
         "video_decoded": out.video_decoded,

@@ -11,7 +11,7 @@ from typing import Any
 import torch
 
 from engine.config import FlashTalkConfig
-from engine.flashtalk import FlashTalkModels, generate_chunk
+from engine.flashtalk import ChunkOutput, FlashTalkModels, generate_chunk
 from engine.loading.dit import load_dit
 from engine.loading.vae import load_vae
 from engine.prepare import prepare_reference, reference_pixels, token_count
@@ -85,10 +85,25 @@ def prepare(inputs: dict[str, torch.Tensor], request: RefRequest) -> dict[str, t
 
 def sampler(inputs: dict[str, torch.Tensor], request: RefRequest) -> dict[str, torch.Tensor]:
     """The denoising loop alone -> ``latent [16,F,h,w]`` (+ ``debug.step{i}.dit_in/t/dit_out``)."""
+    return run_sampler(inputs, request, _conditioning(inputs))
+
+
+def stream_chunk(inputs: dict[str, torch.Tensor], request: RefRequest) -> dict[str, torch.Tensor]:
+    """One whole chunk -> latent, video_decoded, gen_video (corrected frames motion..end), motion_latent_next."""
+    out, cfg = run_chunk(inputs, request, _conditioning(inputs))
+    return {
+        "latent": out.latent[0],
+        "video_decoded": out.video_decoded,
+        "gen_video": out.video[0, :, cfg.motion_frames :],
+        "motion_latent_next": out.motion_latent_next[0],
+    }
+
+
+def run_sampler(inputs: dict[str, torch.Tensor], request: RefRequest, cond: StreamConditioning) -> dict[str, torch.Tensor]:
+    """The sampler of a sampler case (FlashTalk's or FlashHead's) on ``cond``, with the case's replayed noise."""
     height, width = inputs["cond_image"].shape[-2:]
     cfg = stream_config(request.params, int(height), int(width))
     dit = load_dit(request.model("dit"))
-    cond = _conditioning(inputs)
     audio = inputs["audio"].float()
     debug: dict[str, torch.Tensor] = {}
 
@@ -106,17 +121,13 @@ def sampler(inputs: dict[str, torch.Tensor], request: RefRequest) -> dict[str, t
     return {"latent": latent[0], **debug}
 
 
-def stream_chunk(inputs: dict[str, torch.Tensor], request: RefRequest) -> dict[str, torch.Tensor]:
-    """One whole chunk -> latent, video_decoded, gen_video (corrected frames motion..end), motion_latent_next."""
+def run_chunk(
+    inputs: dict[str, torch.Tensor], request: RefRequest, cond: StreamConditioning
+) -> tuple[ChunkOutput, FlashTalkConfig]:
+    """One whole chunk of a stream_chunk case (FlashTalk's or FlashHead's) on ``cond``, and the case's config."""
     height, width = inputs["cond_image"].shape[-2:]
     cfg = stream_config(request.params, int(height), int(width))
     models = FlashTalkModels(dit=load_dit(request.model("dit")), vae=load_vae(request.model("vae")))
-    cond = _conditioning(inputs)
     with torch.inference_mode():
         out = generate_chunk(models, cond, cond.reference_latent, inputs["audio"].float(), _noise(inputs), cfg)
-    return {
-        "latent": out.latent[0],
-        "video_decoded": out.video_decoded,
-        "gen_video": out.video[0, :, cfg.motion_frames :],
-        "motion_latent_next": out.motion_latent_next[0],
-    }
+    return out, cfg

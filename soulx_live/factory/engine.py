@@ -18,7 +18,7 @@ from engine.interface import AvatarEngine, SessionRequest
 from soulx_live.config import SoulxConfig
 from soulx_live.errors import DaemonError
 
-__all__ = ["build_engine", "flashhead_problems", "load_avatar", "session_request"]
+__all__ = ["build_engine", "diffusion_problems", "load_avatar", "session_request"]
 
 
 def load_avatar(path: Path | None) -> np.ndarray | None:
@@ -49,10 +49,8 @@ def build_engine(config: SoulxConfig) -> AvatarEngine:
     kind = config.engine.kind
     if kind == "lite":
         return _build_lite(config)
-    if kind == "flashtalk":
-        return _build_flashtalk(config)
-    if kind == "flashhead":
-        return _build_flashhead(config)
+    if kind in ("flashtalk", "flashhead"):
+        return _build_diffusion(config)
     raise DaemonError(f"unknown engine.kind {kind!r}; use 'lite', 'flashtalk' or 'flashhead'")
 
 
@@ -65,66 +63,44 @@ def _build_lite(config: SoulxConfig) -> AvatarEngine:
                                  blinks=lite.blinks, idle_motion=lite.idle_motion))
 
 
-def _build_flashtalk(config: SoulxConfig) -> AvatarEngine:
-    if config.engine.flashtalk.preset == "tiny-random":  # random tiny models on the CPU: no weights, no GPU
+def _build_diffusion(config: SoulxConfig) -> AvatarEngine:
+    """FlashTalk 14B (``engine.flashtalk``) or FlashHead Pro (``engine.flashhead``): the released weights, or the
+    model's tiny-random preset (random tiny models on the CPU: no weights, no GPU)."""
+    kind = config.engine.kind
+    if getattr(config.engine, kind).preset == "tiny-random":
         require("torch", "engine")
         return _flashtalk_builder()(config.engine)
-    problems = _flashtalk_problems(config)
+    problems = diffusion_problems(config)
     if problems:
-        raise DaemonError("the flashtalk engine cannot start: " + "; ".join(problems))
+        raise DaemonError(f"the {kind} engine cannot start: " + "; ".join(problems))
     return _flashtalk_builder()(config.engine)
 
 
-def _flashtalk_problems(config: SoulxConfig) -> list[str]:
-    """What keeps the released 14B model from starting here: weights, packages, a GPU."""
-    from engine.loading.layout import weights_problems
+#: kind -> (the released folder the weights_dir names, whether the model needs a GPU by default)
+_RELEASES = {"flashtalk": ("models/SoulX-FlashTalk-14B", True), "flashhead": ("models/SoulX-FlashHead-1_3B", False)}
 
+
+def diffusion_problems(config: SoulxConfig) -> list[str]:
+    """What keeps the released FlashTalk / FlashHead model from starting here: weights, packages, a GPU."""
+    from engine.loading.layout import flashhead_weights_problems, weights_problems
+
+    kind = config.engine.kind
+    folder, needs_gpu = _RELEASES[kind]
     problems = []
     weights = config.engine.weights_dir
     if weights is None:
-        problems.append("engine.weights_dir is not set (--set engine.weights_dir=models/SoulX-FlashTalk-14B)")
+        problems.append(f"engine.weights_dir is not set (--set engine.weights_dir={folder})")
     else:
-        problems += [f"weights: {p}" for p in weights_problems(weights)]
+        check = flashhead_weights_problems if kind == "flashhead" else weights_problems
+        problems += [f"weights: {p}" for p in check(weights)]
     try:
-        require("transformers", "engine", "the FlashTalk audio encoder")
+        require("transformers", "engine", "the audio encoder")
     except ImportError as exc:
         problems.append(str(exc))
     torch = require("torch", "engine")
-    device = config.engine.device or "cuda"
+    device = config.engine.device or ("cuda" if needs_gpu else "auto")
     if device.startswith("cuda") and not torch.cuda.is_available():
-        problems.append("no CUDA GPU is usable (FlashTalk needs one; `soulx-live doctor` shows why)")
-    return problems
-
-
-def _build_flashhead(config: SoulxConfig) -> AvatarEngine:
-    """SoulX-FlashHead Pro (``engine.flashhead``): the released 1.3B folder, or its tiny-random preset."""
-    if config.engine.flashhead.preset == "tiny-random":
-        require("torch", "engine")
-        return _flashtalk_builder()(config.engine)
-    problems = flashhead_problems(config)
-    if problems:
-        raise DaemonError("the flashhead engine cannot start: " + "; ".join(problems))
-    return _flashtalk_builder()(config.engine)
-
-
-def flashhead_problems(config: SoulxConfig) -> list[str]:
-    """What keeps FlashHead Pro from starting here: the weights layout, packages, a GPU when one is asked for."""
-    from engine.loading.layout import flashhead_weights_problems
-
-    problems = []
-    weights = config.engine.weights_dir
-    if weights is None:
-        problems.append("engine.weights_dir is not set (--set engine.weights_dir=models/SoulX-FlashHead-1_3B)")
-    else:
-        problems += [f"weights: {p}" for p in flashhead_weights_problems(weights)]
-    try:
-        require("transformers", "engine", "the FlashHead audio encoder")
-    except ImportError as exc:
-        problems.append(str(exc))
-    torch = require("torch", "engine")
-    device = config.engine.device or "auto"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        problems.append("engine.device asks for CUDA but no CUDA GPU is usable (`soulx-live doctor` shows why)")
+        problems.append(f"no CUDA GPU is usable (engine.device={device}; `soulx-live doctor` shows why)")
     return problems
 
 

@@ -23,7 +23,7 @@ from engine.loading.layout import (
 from engine.state import SessionState
 from soulx_live.config import SoulxConfig
 from soulx_live.doctor import check_weights
-from soulx_live.factory.engine import build_engine, flashhead_problems
+from soulx_live.factory.engine import build_engine, diffusion_problems
 
 
 def _tiny_config(**engine: object) -> SoulxConfig:
@@ -85,7 +85,7 @@ def test_doctor_checks_the_released_layout(released_folder: Path) -> None:
     row = check_weights(released_folder, "flashhead")
     assert not row.ok and "Model_Pro" in row.detail and "SoulX-FlashHead-1_3B" in row.fix
     config = SoulxConfig.model_validate({"engine": {"kind": "flashhead", "weights_dir": str(released_folder)}})
-    assert any("Model_Pro" in p for p in flashhead_problems(config))
+    assert any("Model_Pro" in p for p in diffusion_problems(config))
 
 
 def test_loads_the_released_layout_and_runs_a_chunk(released_folder: Path, tmp_path: Path) -> None:
