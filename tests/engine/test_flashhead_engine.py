@@ -123,3 +123,15 @@ def test_render_with_the_tiny_flashhead(tmp_path: Path) -> None:
     info = probe_media(out)
     assert (info.width, info.height) == (48, 64) and info.frames == 28  # 1 s -> 7 chunks of 4 frames
     assert abs(info.video_s - info.audio_s) <= 1 / 25
+
+
+def test_drift_self_correction_runs_on_flashhead() -> None:
+    """FlashTalk's drift monitor needs nothing FlashHead lacks: with an impossible colour threshold every chunk
+    is corrected (re-anchored to the reference latent)."""
+    engine = build_engine(_tiny_config(drift={"enabled": True, "color_shift_max": 0.001, "regenerate": False}))
+    session = engine.start_session(SessionRequest(session_id="d", avatar=None, seed=1))
+    session.push_audio(np.zeros(2 * engine.spec.samples_per_chunk, np.float32))
+    session.next_chunk()
+    session.next_chunk()
+    assert session.stats.chunks == 2 and session.stats.corrections == 2
+    assert torch.equal(session.state.motion_latent, session.state.conditioning.reference_latent)
