@@ -141,8 +141,11 @@ def denoise(
         v = dit_fn(latent, t)
         if on_step is not None:
             on_step(i, latent, t, v)
-        x0 = latent - v * sigmas[i]
+        # The update runs in the velocity's dtype, sigmas rounded to it first, as both releases do: float32 for
+        # FlashTalk (its DiT returns float32), bf16 on FlashHead's GPU path (its DiT returns the weights' dtype).
+        sigma, sigma_next = sigmas[i].to(v.dtype), sigmas[i + 1].to(v.dtype)
+        x0 = latent - v * sigma
         eps = noise.step(i, x0.shape, x0.dtype, x0.device)
-        latent = (1 - sigmas[i + 1]) * x0 + sigmas[i + 1] * eps
+        latent = (1 - sigma_next) * x0 + sigma_next * eps
         latent[:, :, :m] = motion_latent
     return latent

@@ -209,13 +209,14 @@ class CrossContext:
 
 
 # -- building blocks -------------------------------------------------------------------------------------------
-def sinusoidal_embedding(dim: int, t: torch.Tensor) -> torch.Tensor:
-    """``[B, dim]`` float32 ``[cos(t f_k) | sin(t f_k)]`` with ``f_k = 10000^(-k/(dim/2))``, computed in float64."""
+def sinusoidal_embedding(dim: int, t: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """``[B, dim]`` ``[cos(t f_k) | sin(t f_k)]`` with ``f_k = 10000^(-k/(dim/2))``, computed in float64, returned in
+    ``dtype`` (one rounding: FlashHead's release casts the float64 result straight to its compute dtype)."""
     half = dim // 2
     position = t.to(torch.float64).reshape(-1)
     freqs = torch.pow(10000, -torch.arange(half, dtype=torch.float64, device=t.device).div(half))
     angles = torch.outer(position, freqs)
-    return torch.cat([torch.cos(angles), torch.sin(angles)], dim=1).float()
+    return torch.cat([torch.cos(angles), torch.sin(angles)], dim=1).to(dtype)
 
 
 class FP32Linear(nn.Linear):
@@ -533,9 +534,10 @@ class WanAudioTransformer(nn.Module):
             raise ValueError(f"seq_len {int(seq_len)} is smaller than the {num_tokens} tokens of grid {grid}")
 
         t = torch.as_tensor(t, device=x.device).reshape(-1).expand(x.shape[0])
+        sinusoid_dtype = torch.float32
         if not cfg.release_fp32:  # FlashHead rounds the timestep to the compute dtype first (bf16: 937.5 -> 936)
-            t = t.to(dtype)
-        e = self.time_embedding(sinusoidal_embedding(cfg.freq_dim, t))
+            t, sinusoid_dtype = t.to(dtype), dtype
+        e = self.time_embedding(sinusoidal_embedding(cfg.freq_dim, t, sinusoid_dtype))
         e0 = self.time_projection(e).unflatten(1, (6, cfg.dim))
 
         if cfg.variant == "flashhead":

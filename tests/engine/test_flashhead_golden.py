@@ -105,3 +105,25 @@ def test_bf16_release_precision(fh_dit_dir: Path) -> None:
     assert torch.equal(out, _forward(bf16, 936.0))
     fp32 = load_dit(fh_dit_dir)
     assert not torch.equal(_forward(fp32, 937.5), _forward(fp32, 936.0))
+
+
+def test_sampler_updates_in_bf16_as_flashheads_release() -> None:
+    """With a bf16 velocity (FlashHead on the GPU) the update runs in bf16 with the sigmas rounded to bf16 first,
+    exactly as the release's loop (written out here) does; the golden cases cover the float32 path."""
+    from engine.sampler import GivenNoise, denoise, shifted_timesteps
+
+    g = torch.Generator().manual_seed(0)
+    bf16 = torch.bfloat16
+    init, v = torch.randn(2, 1, 16, 3, 2, 2, generator=g).to(bf16)
+    motion = torch.randn(1, 16, 1, 2, 2, generator=g).to(bf16)
+    steps = torch.randn(4, 1, 16, 3, 2, 2, generator=g).to(bf16)
+    timesteps = shifted_timesteps(4, 5.0)
+    out = denoise(lambda latent, t: v, init, motion, timesteps, GivenNoise(init, steps))
+    noise = init.clone()
+    for i in range(4):
+        noise[:, :, :1] = motion
+        t_i, t_next = (timesteps[i] / 1000).to(bf16), (timesteps[i + 1] / 1000).to(bf16)
+        x_0 = noise - v * t_i
+        noise = (1 - t_next) * x_0 + t_next * steps[i]
+    noise[:, :, :1] = motion
+    assert out.dtype == bf16 and torch.equal(out, noise)
