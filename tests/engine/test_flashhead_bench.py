@@ -88,3 +88,16 @@ def test_released_flashhead_defaults_and_degrees() -> None:
     assert (config_from_args(full).height, config_from_args(full).width) == (512, 512)
     with pytest.raises(BenchConfigError, match="--engine"):
         BenchConfig(model="flashheadx", device="cpu").validate()
+
+
+@pytest.mark.parametrize(("gpu", "ceiling_fps"), [
+    ("NVIDIA GeForce RTX 4090", 30), ("NVIDIA GeForce RTX 5090", 38), ("NVIDIA L40S", 65),
+    ("NVIDIA A100-SXM4-80GB", 56), ("NVIDIA H100 80GB HBM3", 178),
+])
+def test_readme_speed_estimates(gpu: str, ceiling_fps: int) -> None:
+    """The README's DiT-only fps ceilings: 28 frames per 4-step chunk at the dense bf16 peak (an estimate)."""
+    from engine.bench.device_peaks import peak_flops
+
+    per_chunk = 4 * dit_flops(dit_config(False, "flashhead"), latent_grid(33, 512, 512)).total
+    fps = 28 / (per_chunk / (peak_flops(gpu, "bf16").tflops * 1e12))
+    assert round(fps) == ceiling_fps
