@@ -190,3 +190,48 @@ def still_face(side: int = SIDE) -> np.ndarray:
     session = engine.start_session(SessionRequest(session_id="ref"))
     session.push_audio(np.zeros(engine.spec.samples_per_chunk, dtype=np.float32))
     return session.next_chunk().frames[0]
+
+
+class FrameProbe:
+    """A sink that keeps what reaches it: arrival time, frame indices, epoch, the first frame's pixels, the audio."""
+
+    name = "probe"
+    queue_chunks = 16
+
+    def __init__(self) -> None:
+        self.writes: list[tuple[float, int, int, int, np.ndarray, np.ndarray]] = []
+        self.holds: list[str] = []
+
+    def open(self, spec: object) -> None:
+        pass
+
+    def write(self, chunk: object) -> None:
+        self.writes.append((time.monotonic(), chunk.first_frame, chunk.num_frames, chunk.epoch,  # type: ignore[attr-defined]
+                            np.array(chunk.frames[-1]), np.array(chunk.audio)))  # type: ignore[attr-defined]
+
+    def hold(self, reason: str) -> None:
+        self.holds.append(reason)
+
+    def close(self) -> None:
+        pass
+
+
+def laptop_config(tmp: Path, port: int, audio: Path, **remote: object) -> object:
+    from soulx_live.config import SoulxConfig
+
+    return SoulxConfig.model_validate({
+        "remote": {"address": f"127.0.0.1:{port}", "link_timeout_s": 1.0, **remote},
+        "audio": {"source": "file", "file": str(audio), "realtime": True},
+        "bus": {"runtime_dir": str(tmp / "laptop-rt"), "hwm_chunks": 4},
+        "supervisor": {"shutdown_grace_s": 4.0},
+        "metrics": {"enabled": False},
+    })
+
+
+def wait_for(predicate: object, timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():  # type: ignore[operator]
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
