@@ -189,3 +189,33 @@ class LinkEmulator:
             with self._lock:
                 self._pipes.append(_Pipe(client, upstream, self, "up"))
                 self._pipes.append(_Pipe(upstream, client, self, "down"))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m soulx_live.remote.emulator --target HOST:PORT [shape]``: prints ``listening on PORT``, relays
+    until killed (for tests that run the laptop as a separate process)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--target", required=True, help="HOST:PORT to relay to")
+    parser.add_argument("--rtt-ms", type=float, default=0.0, help="round-trip delay added (half each way)")
+    parser.add_argument("--jitter-ms", type=float, default=0.0, help="round-trip jitter (half each way, uniform)")
+    parser.add_argument("--loss-pct", type=float, default=0.0, help="reads stalled by one RTO, percent per direction")
+    parser.add_argument("--rate-mbit", type=float, default=None, help="rate limit per direction")
+    args = parser.parse_args(argv)
+    host, _, port = args.target.rpartition(":")
+    shape = LinkShape(delay_s=args.rtt_ms / 2000, jitter_s=args.jitter_ms / 2000, loss=args.loss_pct / 100,
+                      rate_bps=args.rate_mbit * 1e6 if args.rate_mbit else None)
+    emu = LinkEmulator((host, int(port)), shape)
+    print(f"listening on {emu.port}", flush=True)
+    try:
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        emu.close()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -51,10 +51,11 @@ def settings(*items: str) -> list[str]:
 class Process:
     """A soulx-live command in the background; stdout lines and the stderr log collected."""
 
-    def __init__(self, args: list[str], log: Path) -> None:
+    def __init__(self, args: list[str], log: Path, prefix: tuple[str, ...] = ()) -> None:
         self.log = log
         self._err = open(log, "w")
-        self.proc = subprocess.Popen([sys.executable, "-m", "soulx_live", *args], stdout=subprocess.PIPE,
+        argv = list(args) if args and args[0] == sys.executable else [sys.executable, "-m", "soulx_live", *args]
+        self.proc = subprocess.Popen([*prefix, *argv], stdout=subprocess.PIPE,
                                      stderr=self._err, text=True, env=env(), cwd=CHECKOUT)
         self.lines: list[str] = []
         threading.Thread(target=self._read, daemon=True).start()
@@ -93,10 +94,10 @@ class Process:
         return int(self.proc.returncode)
 
 
-def serve(tmp: Path, *extra: str, port: int = 0, name: str = "serve") -> tuple[Process, int]:
+def serve(tmp: Path, *extra: str, port: int = 0, name: str = "serve", prefix: tuple[str, ...] = ()) -> tuple[Process, int]:
     """`soulx-live serve` with the test's lite engine; (process, its port) once it listens."""
     proc = Process(["serve", "--port", str(port), *settings(*SERVER_SETTINGS, f"bus.runtime_dir={tmp / (name + '-rt')}",
-                                                          *extra)], tmp / f"{name}.log")
+                                                          *extra)], tmp / f"{name}.log", prefix)
     found = proc.wait_line(r"listening on tcp://[^:]+:(\d+)")
     return proc, int(found.group(1))
 
