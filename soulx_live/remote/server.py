@@ -163,7 +163,7 @@ class RemoteServer:
             if session is not None and session.identity == identity:
                 session.last_heard = time.monotonic()
         elif session is None or session.identity != identity:
-            self.counters["wire_unexpected"] += 1  # audio or control without a session: a stale client
+            self.counters["stale_client_messages"] += 1  # no session for it (timed out or replaced): dropped
         else:
             session.last_heard = time.monotonic()
             self._session_message(engine, session, msg, payload)

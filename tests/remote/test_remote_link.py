@@ -77,9 +77,9 @@ def test_malformed_input_is_dropped_counted_and_named(tmp_path: Path) -> None:
             [b"\x00" * (w.MAX_HEADER_BYTES + 10)],
             [w.encode(w.AudioUp(seq=0, n_samples=100)), b"\x00" * 10],
             [w.encode(w.EndDown(session_id="x", last_frame=3))],
-            [w.encode(w.AudioUp(seq=0, n_samples=100)), b"\x00" * 200],  # no session yet: unexpected
         ]
-        for parts in bad:
+        stale = [w.encode(w.AudioUp(seq=0, n_samples=100)), b"\x00" * 200]  # valid, but no session yet
+        for parts in [*bad, stale]:
             sock.send_multipart(parts)
         big = _raw(port)
         big.send(b"\x00" * (w.MAX_VIDEO_BYTES + (2 << 20)))  # over MAXMSGSIZE: libzmq drops the connection
@@ -89,6 +89,7 @@ def test_malformed_input_is_dropped_counted_and_named(tmp_path: Path) -> None:
         for name in ("malformed", "unknown_type", "version", "oversized", "bad_payload", "unexpected"):
             assert counters.get(f"wire_{name}", 0) >= 1, (name, counters)
         assert sum(v for k, v in counters.items() if k.startswith("wire_")) == len(bad)
+        assert counters["stale_client_messages"] == 1
         # and it still serves: a proper session gets chunks
         sock.send_multipart([w.encode(w.Hello(client="after-garbage"))])
         assert isinstance(_reply(sock, w.Welcome), w.Welcome)
