@@ -54,6 +54,7 @@ class RemoteDriver(DriverBase):
         self._hello_due = 0.0
         self._down_since: float | None = None
         self._spec: ChunkSpec | None = None
+        self._dropped_base = 0  # fed samples the current remote session's frame 0 comes after
 
     # -- EngineDriver ----------------------------------------------------------------------------
 
@@ -152,7 +153,8 @@ class RemoteDriver(DriverBase):
         spf = spec.samples_per_frame
         self._frame_offset = max(0, math.ceil((shared.fed_samples - shared.timeline_skip) / spf))
         # the remote engine never got the audio between what the old session rendered and this point
-        shared.engine_dropped = shared.fed_samples - shared.timeline_skip - self._frame_offset * spf
+        self._dropped_base = shared.fed_samples - shared.timeline_skip - self._frame_offset * spf
+        shared.engine_dropped = self._dropped_base
         self._sent_epoch = shared.epoch
         self.link_up = True
         if self._down_since is not None:
@@ -225,6 +227,7 @@ class RemoteDriver(DriverBase):
         msg, payload, arrival = item
         if isinstance(msg, w.ChunkDown):
             if msg.session_id == self._session_id:
+                self.parts.session.engine_dropped = self._dropped_base + msg.dropped_samples
                 receiver.put(Inbound(msg, payload[0], payload[1], arrival, self._frame_offset))
         elif isinstance(msg, w.Welcome):
             if not self.link_up:

@@ -55,6 +55,7 @@ class _Session:
     last_heard: float = field(default_factory=time.monotonic)
     seq: int = 0
     force_key: bool = True  # session start: the first chunk is a keyframe
+    dropped_base: int = 0  # the worker's dropped-sample count when the session began
     bye_at: float | None = None
     last_chunk_at: float = field(default_factory=time.monotonic)
     last_frame: int = -1
@@ -84,14 +85,15 @@ class RemoteServer:
         sock = ctx.socket(zmq.ROUTER)
         monitor = None
         try:
-            log.info("starting the %s engine", self.config.engine.kind)
-            self.spec = engine.start(cancelled=stopping)
             sock.setsockopt(zmq.LINGER, 0)
             sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
             sock.setsockopt(zmq.SNDHWM, SEND_HWM)
             sock.setsockopt(zmq.RCVHWM, 256)
             sock.setsockopt(zmq.MAXMSGSIZE, w.MAX_VIDEO_BYTES + (1 << 20))  # a bigger frame closes the connection
-            mode = self.security.apply(ctx, sock)
+            mode = self.security.apply(ctx, sock)  # first: a refused configuration fails before the engine loads
+            log.info("starting the %s engine", self.config.engine.kind)
+            self.spec = engine.start(cancelled=stopping)
+            self._warm_up(engine, frames, stopping)
             monitor = sock.get_monitor_socket(sum(HANDSHAKE_EVENTS) | zmq.EVENT_HANDSHAKE_SUCCEEDED)
             sock.bind(f"tcp://{_bind_host(self.cfg.host)}:{self.cfg.port}")
             self.endpoint = sock.getsockopt_string(zmq.LAST_ENDPOINT)
@@ -110,6 +112,27 @@ class RemoteServer:
             self.security.close()
             engine.close(self.config.supervisor.shutdown_grace_s)
             log.info("server stopped: %s", dict(self.counters))
+
+    def _warm_up(self, engine: object, frames: FrameSubscriber, stopping: Callable[[], bool]) -> None:
+        """One throw-away session before listening: an engine's first session prepares the avatar (the lite
+        engine locates the face, seconds on a busy CPU), and a laptop's audio must not pile up meanwhile."""
+        import numpy as np
+
+        spec = self.spec
+        assert spec is not None
+        t0 = time.monotonic()
+        engine.start_session("warmup", seed=self.config.engine.seed, prompt=self.config.engine.prompt,  # type: ignore[attr-defined]
+                             avatar=self.config.engine.avatar)
+        engine.push_audio(np.zeros(2 * spec.samples_per_chunk, dtype=np.float32))  # type: ignore[attr-defined]
+        deadline = t0 + self.config.supervisor.init_timeout_s
+        while not stopping() and time.monotonic() < deadline:
+            item = frames.recv(timeout_ms=100)
+            if isinstance(item, FrameChunk) and item.session_id == "warmup":
+                break
+        engine.stop_session()  # type: ignore[attr-defined]
+        while frames.recv(timeout_ms=200) is not None:  # the rest of the warm-up session
+            pass
+        log.info("engine warmed up in %.1f s (first session prepared)", time.monotonic() - t0)
 
     # -- the loop --------------------------------------------------------------------------------
 
@@ -131,7 +154,7 @@ class RemoteServer:
                     self._on_message(sock, engine, parts)
             while (item := frames.recv(timeout_ms=0)) is not None:
                 if isinstance(item, FrameChunk):
-                    self._on_chunk(sock, item)
+                    self._on_chunk(sock, item, engine.dropped_samples)  # type: ignore[attr-defined]
                 elif isinstance(item, EndOfStream):
                     self._maybe_end(sock, final=True)
             self._check_session(sock, engine)
@@ -197,7 +220,8 @@ class RemoteServer:
                              avatar=self.config.engine.avatar)
         encoder = VideoEncoder(spec.width, spec.height, Fraction(spec.fps), bitrate=self.cfg.video_bitrate,
                                preset=self.cfg.video_preset)
-        self._session = _Session(identity, session_id, msg.epoch, engine.epoch, encoder)  # type: ignore[attr-defined]
+        self._session = _Session(identity, session_id, msg.epoch, engine.epoch, encoder,  # type: ignore[attr-defined]
+                                 dropped_base=engine.dropped_samples)  # type: ignore[attr-defined]
         self.counters["sessions"] += 1
         fps = Fraction(spec.fps)
         self._send(sock, identity, w.Welcome(
@@ -207,7 +231,7 @@ class RemoteServer:
         log.info("session %s for client %s (epoch %d)%s", session_id, _safe_name(msg.client), msg.epoch,
                  " (replaces the previous session)" if old is not None else "")
 
-    def _on_chunk(self, sock: zmq.Socket, chunk: FrameChunk) -> None:
+    def _on_chunk(self, sock: zmq.Socket, chunk: FrameChunk, dropped: int = 0) -> None:
         session, spec = self._session, self.spec
         if session is None or spec is None or chunk.session_id != session.session_id:
             return
@@ -220,7 +244,8 @@ class RemoteServer:
             session_id=session.session_id, seq=session.seq, first_frame=chunk.first_frame, n=chunk.num_frames,
             epoch=session.client_epoch, keyframe=key, packet_sizes=[len(p) for p in packets],
             audio_t0=chunk.audio_t0, audio_samples=int(chunk.audio.shape[0]),
-            media_ns=int(chunk.first_frame * 1_000_000_000 / fps), sent_ns=time.monotonic_ns())
+            media_ns=int(chunk.first_frame * 1_000_000_000 / fps), sent_ns=time.monotonic_ns(),
+            dropped_samples=max(0, dropped - session.dropped_base))
         video, audio = b"".join(packets), float_to_pcm16(chunk.audio)
         session.seq += 1
         session.last_chunk_at = time.monotonic()

@@ -113,6 +113,8 @@ class ChunkDown(_Msg):
     audio_samples: int
     media_ns: int  # the chunk's place on the session's media clock (first_frame / fps)
     sent_ns: int = 0  # server monotonic clock at send (only differences are meaningful)
+    dropped_samples: int = 0  # session audio the server's engine dropped so far (it fell behind): the frame
+    # timeline skips it, so the laptop's fed-audio timeline (speech latency, played position) must too
 
 
 class EndDown(_Msg):
@@ -216,7 +218,7 @@ def _check_chunk(msg: ChunkDown, payload: list[bytes]) -> None:
         raise WireError("oversized", f"ChunkDown video of {len(payload[0])} bytes")
     if not 0 <= msg.audio_samples <= MAX_AUDIO_SAMPLES or len(payload[1]) != 2 * msg.audio_samples:
         raise WireError("bad_payload", "ChunkDown audio does not match its header")
-    if msg.first_frame < 0 or msg.seq < 0 or msg.epoch < 0:
+    if min(msg.first_frame, msg.seq, msg.epoch, msg.dropped_samples) < 0:
         raise WireError("malformed", "ChunkDown with a negative index")
 
 

@@ -46,7 +46,7 @@ def test_session_over_a_shaped_link_between_namespaces(tmp_path: Path, shared_da
                 emulator.stop()
             server.stop()
     frames, got, rate = read_mp4(tmp_path / "out.mp4")
-    assert abs(len(frames) / 25 - len(pcm) / 16000) < 0.5
+    assert abs(len(frames) / 25 - len(pcm) / 16000) < 0.5, (len(frames), len(pcm))
     if rate != 16000:
         from scipy.signal import resample_poly
 
