@@ -84,6 +84,7 @@ class Probe:
 
     def __init__(self) -> None:
         self.writes: list[float] = []
+        self.holds: list[str] = []
         self._frames = 0
         self._samples = 0
         self._spec = None
@@ -95,6 +96,9 @@ class Probe:
         self.writes.append(time.monotonic())
         self._frames += chunk.num_frames  # type: ignore[attr-defined]
         self._samples += int(chunk.audio.shape[0])  # type: ignore[attr-defined]
+
+    def hold(self, reason: str) -> None:
+        self.holds.append(reason)
 
     def av_offset_s(self) -> float | None:
         spec = self._spec
@@ -237,6 +241,7 @@ def laptop(args: argparse.Namespace) -> dict:
         "idle_psnr_db": {"min": min(scores) if scores else None, "mean": float(np.mean(scores)) if scores else None,
                          "frames": len(scores)},
         "sink_chunks": len(probe.writes),
+        "holds": len(probe.holds),
         "duration_s": end - start,
     }
     if link is not None:

@@ -1,11 +1,13 @@
 """The laptop's jitter buffer: decoded chunks wait until their play-out time, sized from measured jitter.
 
 Each chunk carries its place on the session's media clock (``media_ns``). Its transit is arrival minus media
-time; the smallest transit over a recent window is the path's base delay, and the mean absolute change of
-transit between chunks (RFC 3550's estimator) is the jitter. A chunk plays at ``media + base + target`` where
-``target = JITTER_MULTIPLE x jitter`` (capped at ``remote.jitter_max_s``). A chunk that arrives more than one
-chunk past its play-out time is *late*: it is dropped, not queued (queuing it would keep every later chunk late
-too), and the timeline re-anchors on it so the next chunks are on time again.
+time; the smallest transit over a recent window is the path's base delay. The buffer's delay ``target`` is the
+95th percentile of (transit - base) over that window (capped at ``remote.jitter_max_s``): it covers the usual
+spread of arrivals but not the rare stall (a TCP retransmission), which a percentile ignores and a mean would
+not; ``jitter_s`` is RFC 3550's mean-deviation estimate, reported for comparison. A chunk plays at
+``media + base + target``. A chunk that arrives more than one chunk past its play-out time is *late*: it is
+dropped, not queued (queuing it would keep every later chunk late too), and the timeline re-anchors on it so
+the next chunks are on time again. A chunk that is late by less plays at once.
 """
 from __future__ import annotations
 
@@ -16,8 +18,8 @@ from dataclasses import dataclass, field
 
 __all__ = ["JitterBuffer", "JitterStats"]
 
-JITTER_MULTIPLE = 3.0  # about 99 % of Gaussian-like jitter fits below three mean deviations
-BASE_WINDOW = 64  # chunks over which the base (smallest) transit is taken
+TARGET_PERCENTILE = 95.0  # of the arrival spread: what the buffer absorbs; rarer stalls show as a brief hold
+BASE_WINDOW = 64  # chunks over which the base transit and the spread are taken (about 13 s at 5 frames/chunk)
 
 
 @dataclass
@@ -64,7 +66,9 @@ class JitterBuffer:
         self._last_transit = transit
         self._transits.append(transit)
         base = min(self._transits)
-        target = self.stats.target_s = min(self.max_delay_s, JITTER_MULTIPLE * self.stats.jitter_s)
+        spread = sorted(t - base for t in self._transits)
+        rank = min(len(spread) - 1, int(len(spread) * TARGET_PERCENTILE / 100.0))
+        target = self.stats.target_s = min(self.max_delay_s, spread[rank])
         due = media_s + base + target
         if arrival_s > due + self.chunk_s:
             self.stats.late_dropped += 1
