@@ -3,8 +3,8 @@
 Topology (root, network namespaces made here): `serve` runs in a "server" namespace, the laptop's daemon in a
 "laptop" namespace, joined by a veth pair. Shaping "wan": 10 Mbit/s each way by a ``tbf`` qdisc on each veth end,
 plus 40 ms RTT, 5 ms jitter and 1 % loss, by ``netem`` when the kernel has it, else by the userspace
-:class:`~soulx_live.remote.emulator.LinkEmulator` (delay + jitter per read, a loss stalls a read by one 200 ms
-retransmission timeout) in the laptop namespace. Shaping "none": the bare veth. The link cut is
+:class:`~soulx_live.remote.emulator.LinkEmulator` (delay + jitter per read; a loss stalls a read by 3 RTT, what
+Linux's tail-loss probe and the retransmission take) in the laptop namespace. Shaping "none": the bare veth. The link cut is
 ``ip link set <laptop veth> down`` for 5 s. Without root the remote runs use loopback and the emulator (noted).
 
 The same laptop daemon (a probe sink behind the usual HoldingSink; lite engine, still face: no blinks, no idle
@@ -161,7 +161,8 @@ def laptop(args: argparse.Namespace) -> dict:
 
             host, _, port = address.rpartition(":")
             shape = LinkShape(delay_s=WAN["delay_ms"] / 2000, jitter_s=WAN["jitter_ms"] / 2000,
-                              loss=WAN["loss_pct"] / 100, rate_bps=None if args.veth else WAN["rate_mbit"] * 1e6)
+                              loss=WAN["loss_pct"] / 100, rate_bps=None if args.veth else WAN["rate_mbit"] * 1e6,
+                              loss_stall_s=3 * WAN["delay_ms"] / 1000)
             emulator = LinkEmulator((host, int(port)), shape)
             address = f"127.0.0.1:{emulator.port}"
         elif not args.veth:  # loopback without shaping still goes through the emulator: it does the cut
@@ -201,7 +202,12 @@ def laptop(args: argparse.Namespace) -> dict:
         time.sleep(max(0.0, start + at - time.monotonic()))
         idle_bytes.append((time.monotonic(), link.bytes_down if link is not None else 0))
     bursts_end = start + IDLE_S + args.trials * (BURST_S + GAP_S)
-    time.sleep(max(0.0, bursts_end + CUT_AT_S - time.monotonic()))
+    targets = []  # the jitter buffer's delay while the speech bursts play
+    while time.monotonic() < bursts_end + CUT_AT_S:
+        rx_now = getattr(driver, "receiver", None)
+        if rx_now is not None and time.monotonic() < bursts_end:
+            targets.append(rx_now.jitter.stats.target_s)
+        time.sleep(0.25)
     reconnect = None
     if args.address:
         rx = driver.receiver  # type: ignore[attr-defined]
@@ -249,7 +255,9 @@ def laptop(args: argparse.Namespace) -> dict:
                                         "overall": link.bytes_down * 8 / (end - start) / 1e6}
         out["rtt_ms_last"] = link.rtt_s * 1000
         rx = driver.receiver  # type: ignore[attr-defined]
-        out["jitter"] = {"measured_ms": rx.jitter.stats.jitter_s * 1000, "buffer_target_ms": rx.jitter.stats.target_s * 1000,
+        out["jitter"] = {"rfc3550_ms_at_end": rx.jitter.stats.jitter_s * 1000,
+                         "buffer_target_ms_during_speech": {"median": float(np.median(targets)) * 1000 if targets else None,
+                                                            "max": max(targets) * 1000 if targets else None},
                          "late_dropped_frames": rx.jitter.stats.late_frames}
         out["receiver"] = vars(rx.stats)
         out["reconnect_after_cut_s"] = reconnect

@@ -7,8 +7,10 @@ unknown"). It works on a byte stream, so it models what TCP shows the applicatio
 - delay / jitter: each read is delivered ``delay + U(-jitter, +jitter)`` later, never before the previous one
   (TCP keeps order, so jitter appears as varying delay);
 - rate: delivery is paced at ``rate_bps`` (a read of N bytes occupies the link for ``8N/rate`` seconds);
-- loss: with probability ``loss`` a read waits one retransmission timeout more (``rto_s``, Linux's minimum is
-  200 ms): the head-of-line stall a lost segment causes in TCP;
+- loss: with probability ``loss`` a read waits ``loss_stall_s`` more: the head-of-line stall a lost segment
+  causes in TCP. Linux recovers a lost segment of a thin stream by its tail-loss probe (about 2 RTT) and the
+  retransmission (1 RTT), so callers pass about 3 x RTT (the plain retransmission timeout, 200 ms at least, is
+  the worst case);
 - cut: while cut nothing moves in either direction and new connections wait; connections that were open when
   the cut began are closed when it ends (the flows of a dropped link do not survive), new ones then proceed.
 """
@@ -38,7 +40,7 @@ class LinkShape:
     jitter_s: float = 0.0
     rate_bps: float | None = None
     loss: float = 0.0
-    rto_s: float = 0.2
+    loss_stall_s: float = 0.2
 
 
 class _Pipe:
@@ -67,7 +69,7 @@ class _Pipe:
                 now = time.monotonic()
                 due = now + shape.delay_s + (rng.uniform(-shape.jitter_s, shape.jitter_s) if shape.jitter_s else 0.0)
                 if shape.loss and rng.random() < shape.loss:
-                    due += shape.rto_s
+                    due += shape.loss_stall_s
                 if shape.rate_bps:
                     due = max(due, self._last_due + 8 * len(data) / shape.rate_bps)
                 due = max(due, self._last_due)
@@ -202,10 +204,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jitter-ms", type=float, default=0.0, help="round-trip jitter (half each way, uniform)")
     parser.add_argument("--loss-pct", type=float, default=0.0, help="reads stalled by one RTO, percent per direction")
     parser.add_argument("--rate-mbit", type=float, default=None, help="rate limit per direction")
+    parser.add_argument("--loss-stall-ms", type=float, default=None, help="stall per loss (default: 3 x RTT, 20 ms at least)")
     args = parser.parse_args(argv)
+    stall_ms = args.loss_stall_ms if args.loss_stall_ms is not None else max(20.0, 3 * args.rtt_ms)
     host, _, port = args.target.rpartition(":")
     shape = LinkShape(delay_s=args.rtt_ms / 2000, jitter_s=args.jitter_ms / 2000, loss=args.loss_pct / 100,
-                      rate_bps=args.rate_mbit * 1e6 if args.rate_mbit else None)
+                      rate_bps=args.rate_mbit * 1e6 if args.rate_mbit else None, loss_stall_s=stall_ms / 1000)
     emu = LinkEmulator((host, int(port)), shape)
     print(f"listening on {emu.port}", flush=True)
     try:

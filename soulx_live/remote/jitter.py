@@ -2,7 +2,7 @@
 
 Each chunk carries its place on the session's media clock (``media_ns``). Its transit is arrival minus media
 time; the smallest transit over a recent window is the path's base delay. The buffer's delay ``target`` is the
-95th percentile of (transit - base) over that window (capped at ``remote.jitter_max_s``): it covers the usual
+90th percentile of (transit - base) over that window (capped at ``remote.jitter_max_s``): it covers the usual
 spread of arrivals but not the rare stall (a TCP retransmission), which a percentile ignores and a mean would
 not; ``jitter_s`` is RFC 3550's mean-deviation estimate, reported for comparison. A chunk plays at
 ``media + base + target``. A chunk that arrives more than one chunk past its play-out time is *late*: it is
@@ -18,8 +18,9 @@ from dataclasses import dataclass, field
 
 __all__ = ["JitterBuffer", "JitterStats"]
 
-TARGET_PERCENTILE = 95.0  # of the arrival spread: what the buffer absorbs; rarer stalls show as a brief hold
-BASE_WINDOW = 64  # chunks over which the base transit and the spread are taken (about 13 s at 5 frames/chunk)
+TARGET_PERCENTILE = 90.0  # of the arrival spread: what the buffer absorbs; rarer stalls show as a brief hold
+BASE_WINDOW = 32  # chunks over which the base transit and the spread are taken (about 6 s at 5 frames/chunk): short
+# enough to follow a slow drift of the path delay (a busy host), long enough for a stable percentile
 
 
 @dataclass

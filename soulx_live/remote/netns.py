@@ -95,8 +95,8 @@ class NetnsLab:
                 if self.netem:
                     handle = ["parent", "1:1", "handle", "10:"]
             if rate_mbit is not None:
-                _ip("tc", "qdisc", "add", "dev", dev, *handle, "tbf", "rate", f"{rate_mbit}mbit", "burst", "32kbit",
-                    "latency", "100ms", ns=ns)
+                _ip("tc", "qdisc", "add", "dev", dev, *handle, "tbf", "rate", f"{rate_mbit}mbit", "burst", "128kbit",
+                    "latency", "50ms", ns=ns)  # burst above rate/HZ, or tbf cannot reach its rate
         self.shaping = "netem+tbf" if self.netem else ("tbf" if rate_mbit is not None else "none")
 
     def set_link(self, up: bool) -> None:
