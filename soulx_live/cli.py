@@ -72,6 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--audio", metavar="FILE", type=Path, help="play this audio file as the input (audio.source=file)")
     run.add_argument("--avatar", metavar="IMAGE", type=Path, help="portrait to animate (engine.avatar)")
     run.add_argument("--record", metavar="OUT.mp4", type=Path, help="also record the output to this mp4")
+    run.add_argument("--remote", metavar="HOST:PORT", help="use the engine of `soulx-live serve` there (remote.address)")
+    run.add_argument("--server-key", metavar="KEY", help="the server's public key, text or .key file (remote.server_public_key)")
 
     demo = command("demo", "built-in speech -> lite renderer -> bus -> recorder: writes a playable mp4")
     demo.add_argument("-o", "--output", metavar="OUT.mp4", type=Path, default=DEFAULT_DEMO_OUT,
@@ -98,7 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 # Commands that live in their own module (soulx_live/commands/<name>.py). Each module defines NAME, HELP,
 # add_arguments(parser) and run(args, config_loader) -> exit code, and imports nothing heavy at import time.
-EXTRA_COMMANDS: tuple[str, ...] = ("bench", "interrupt", "obs", "say")
+EXTRA_COMMANDS: tuple[str, ...] = ("bench", "interrupt", "keys", "obs", "say", "serve")
 
 
 def _extra_command_modules() -> list[object]:
@@ -158,6 +160,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         extra["engine.avatar"] = args.avatar.resolve()
     if args.record is not None:
         extra.update({"sinks.recorder.enabled": True, "sinks.recorder.path": args.record.resolve()})
+    if args.remote is not None:
+        extra["remote.address"] = args.remote
+    if args.server_key is not None:
+        extra["remote.server_public_key"] = args.server_key
     config = load(args, extra)
     _configure_logging(args, config, "daemon")
     from soulx_live.daemon import Daemon

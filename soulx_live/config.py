@@ -41,6 +41,7 @@ __all__ = [
     "FlashTalkConfig",
     "LiteConfig",
     "LoggingConfig",
+    "RemoteConfig",
     "MetricsConfig",
     "ObsConfig",
     "PushConfig",
@@ -263,6 +264,23 @@ class MetricsConfig(_Section):
     port: int = Field(47890, ge=0, le=65535)  # 0: any free port
 
 
+class RemoteConfig(_Section):
+    """The remote engine (``soulx-live serve`` on the GPU machine, ``soulx-live run --remote`` on the laptop)."""
+
+    address: str | None = None  # client: HOST:PORT of `soulx-live serve` (set: the engine runs there)
+    host: str = "127.0.0.1"  # server: the interface to listen on (0.0.0.0: every interface, needs CURVE keys)
+    port: int = Field(47900, ge=0, le=65535)  # server: the TCP port (0: any free port, logged)
+    keys_dir: Path | None = None  # where `soulx-live keys` writes and both ends read keys (default: ~/.config/soulx-live/keys)
+    server_public_key: str | None = None  # client: the server's public key, Z85 text or a .key file path
+    allowed_clients_dir: Path | None = None  # server: a folder of client public keys (*.key) allowed in (default: keys_dir/allowed)
+    insecure_plaintext: bool = False  # allow plaintext TCP to/from a non-loopback address (no CURVE): never on the internet
+    video_bitrate: int = Field(3_000_000, ge=100_000, le=100_000_000)  # H.264 target, bits per second
+    video_preset: str = "veryfast"  # libx264 preset (zero-latency tuning is always on)
+    audio_codec: Literal["pcm"] = "pcm"  # audio down and up: 16-bit PCM
+    link_timeout_s: float = Field(2.0, gt=0)  # nothing heard for this long: the link is down (client reconnects, server ends the session)
+    jitter_max_s: float = Field(0.3, ge=0)  # the jitter buffer never holds more than this
+
+
 class LoggingConfig(_Section):
     """Arguments of :func:`soulx_live.log.setup_logging`."""
 
@@ -286,6 +304,7 @@ class SoulxConfig(_Section):
     tts: TtsConfig = TtsConfig()
     push: PushConfig = PushConfig()
     metrics: MetricsConfig = MetricsConfig()
+    remote: RemoteConfig = RemoteConfig()
     logging: LoggingConfig = LoggingConfig()
 
     def to_yaml(self) -> str:

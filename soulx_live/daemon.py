@@ -14,7 +14,8 @@ chunks, the sinks finalise; all of it bounded by ``supervisor.shutdown_grace_s``
 with what they have. A second signal exits at once. When a file source ends the run ends the same way, exit 0.
 
 Isolation (``supervisor.isolation``, :mod:`soulx_live.factory.isolation`): ``auto`` runs the engine in a worker
-process for live input and in this process for a file rendered as fast as possible. An engine injected
+process for live input and in this process for a file rendered as fast as possible; with ``remote.address`` it
+runs on another machine (:mod:`soulx_live.live.remote`). An engine injected
 through ``engine_factory`` (tests) always runs in-process.
 
 Barge-in (:meth:`Daemon.interrupt`): the epoch goes up, queued input audio is dropped, the engine resets, and
@@ -44,6 +45,7 @@ from soulx_live.live.inprocess import InProcessDriver
 from soulx_live.live.lifecycle import Lifecycle, Phase
 from soulx_live.live.metrics_hub import MetricsHub
 from soulx_live.live.push_host import PushHost, SpeechListener
+from soulx_live.live.remote import RemoteDriver
 from soulx_live.live.session import Counters, LiveSession
 from soulx_live.live.signals import SignalLatch
 from soulx_live.live.supervised import SupervisedDriver
@@ -84,8 +86,9 @@ class Daemon:
         parts = RunParts(config=config, lifecycle=self.lifecycle, session=self.session, fanout=self.fanout,
                          push=self.push, metrics=self.hub, threads=self.threads, sink_factory=sink_factory,
                          interrupt=self.interrupt, push_phonemes=self.push_phonemes, push_status=self._push_status)
-        self.driver: EngineDriver = (SupervisedDriver(parts) if self.isolation == "process"
-                                     else InProcessDriver(parts, engine_factory))
+        drivers: dict[str, Callable[[], EngineDriver]] = {"process": lambda: SupervisedDriver(parts),
+                                                          "remote": lambda: RemoteDriver(parts)}
+        self.driver = drivers.get(self.isolation, lambda: InProcessDriver(parts, engine_factory))()
         self._signals = SignalLatch()
         self._errors: list[str] = []
         self._startup_error: Exception | None = None

@@ -1,7 +1,7 @@
 """Shared fixtures (the reference material beside the checkout) and the system test groups.
 
 System groups are tests that need what pip cannot install: a PulseAudio server, OBS Studio under Xvfb, the
-system espeak-ng library, a CUDA GPU. A test joins one with ``@pytest.mark.system("obs")`` (``@pytest.mark.gpu``
+system espeak-ng library, a CUDA GPU, network namespaces (root and iproute2). A test joins one with ``@pytest.mark.system("obs")`` (``@pytest.mark.gpu``
 means the ``cuda`` group). Each group has one prerequisite probe, checked here before the test's own skip marks:
 missing, the test skips with the reason, or FAILS when the group's ``REQUIRE_*`` flag is ``1`` (CI and
 ``make test-system``), so a broken CI image cannot pass by skipping. The run ends with one short summary of
@@ -87,6 +87,12 @@ def _cuda_missing() -> str | None:
     return None if torch.cuda.is_available() else "no CUDA GPU available"
 
 
+def _netns_missing() -> str | None:
+    from soulx_live.remote.netns import netns_unavailable
+
+    return netns_unavailable()
+
+
 @dataclass(frozen=True)
 class SystemGroup:
     name: str
@@ -102,6 +108,7 @@ SYSTEM_GROUPS = {g.name: g for g in (
     SystemGroup("obs", "REQUIRE_OBS", _obs_missing),
     SystemGroup("espeak", "REQUIRE_ESPEAK", _system_espeak_missing),
     SystemGroup("cuda", "REQUIRE_CUDA", _cuda_missing),
+    SystemGroup("netns", "REQUIRE_NETNS", _netns_missing),
 )}
 _NOT_RUN = pytest.StashKey[dict[str, list[str]]]()
 

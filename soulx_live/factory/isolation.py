@@ -8,11 +8,12 @@ from soulx_live.errors import DaemonError
 
 __all__ = ["Isolation", "choose_isolation"]
 
-Isolation = Literal["process", "thread"]
+Isolation = Literal["process", "thread", "remote"]
 
 
 def choose_isolation(config: SoulxConfig, *, injected_engine: bool = False) -> Isolation:
-    """``"process"`` (supervised worker) or ``"thread"`` (in this process) for this configuration.
+    """``"process"`` (supervised worker), ``"thread"`` (in this process) or ``"remote"`` (``remote.address``: the
+    engine of ``soulx-live serve`` on another machine) for this configuration.
 
     ``auto``: process for live input (mic, loopback, push, a file or script played in real time), in-process
     for a file or script rendered as fast as possible (no process hop, lossless: the engine waits for the
@@ -20,6 +21,8 @@ def choose_isolation(config: SoulxConfig, *, injected_engine: bool = False) -> I
     (``isolation=process`` with one is an error).
     """
     mode = config.supervisor.isolation
+    if config.remote.address and not injected_engine:
+        return "remote"  # the engine runs on the machine `soulx-live serve` runs on
     if injected_engine:
         if mode == "process":
             raise DaemonError("supervisor.isolation=process needs the engine built from the configuration "

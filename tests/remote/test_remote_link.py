@@ -1,0 +1,167 @@
+"""The remote link against a real `soulx-live serve` process, with the laptop's daemon in this process (so its
+sinks can be probed frame by frame): decoded vs sent frames, malformed input, barge-in, a 5 s link cut and a
+server restart, through the real sockets and codec."""
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import zmq
+
+from remote_support import FrameProbe, laptop_config, psnr, serve, still_face, wait_for, write_wav
+from soulx_live.daemon import Daemon
+from soulx_live.remote import wire as w
+from soulx_live.remote.emulator import LinkEmulator
+
+SR = 16000
+
+
+def _daemon(tmp: Path, port: int, seconds: float, **remote: object) -> tuple[Daemon, FrameProbe, threading.Thread]:
+    audio = write_wav(tmp / "silence.wav", np.zeros(int(seconds * SR), np.float32))
+    probe = FrameProbe()
+    daemon = Daemon(laptop_config(tmp, port, audio, **remote), sink_factory=lambda cfg: [probe])  # type: ignore[arg-type]
+    thread = threading.Thread(target=daemon.run, daemon=True)
+    thread.start()
+    return daemon, probe, thread
+
+
+def _stop(daemon: Daemon, thread: threading.Thread) -> None:
+    daemon.request_stop("test over")
+    thread.join(20)
+    assert not thread.is_alive()
+
+
+def test_decoded_frames_match_what_the_server_sent(tmp_path: Path) -> None:
+    server, port = serve(tmp_path)
+    try:
+        daemon, probe, thread = _daemon(tmp_path, port, 6.0)
+        wait_for(lambda: len(probe.writes) >= 30, 30, "30 chunks at the sink")
+        _stop(daemon, thread)
+    finally:
+        server.stop()
+    reference = still_face()
+    scores = [psnr(frame, reference) for _, _, _, _, frame, _ in probe.writes[5:30]]
+    assert min(scores) >= 35.0, f"decoded vs sent: {min(scores):.1f} dB"
+    assert daemon.isolation == "remote" and daemon.status().state in ("stopped", "running")
+
+
+def _raw(port: int) -> zmq.Socket:
+    sock = zmq.Context.instance().socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.connect(f"tcp://127.0.0.1:{port}")
+    return sock
+
+
+def _reply(sock: zmq.Socket, kind: type, timeout_s: float = 10.0) -> w.WireMessage:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if sock.poll(100):
+            msg, _ = w.parse(sock.recv_multipart(), "down")
+            if isinstance(msg, kind):
+                return msg
+    raise AssertionError(f"no {kind.__name__} from the server")
+
+
+def test_malformed_input_is_dropped_counted_and_named(tmp_path: Path) -> None:
+    import msgspec
+
+    server, port = serve(tmp_path)
+    try:
+        sock = _raw(port)
+        bad = [
+            [b"\xc1not msgpack"],
+            [msgspec.msgpack.encode({"type": "Launch", "v": 1})],
+            [msgspec.msgpack.encode({"type": "Hello", "v": 7})],
+            [b"\x00" * (w.MAX_HEADER_BYTES + 10)],
+            [w.encode(w.AudioUp(seq=0, n_samples=100)), b"\x00" * 10],
+            [w.encode(w.EndDown(session_id="x", last_frame=3))],
+        ]
+        stale = [w.encode(w.AudioUp(seq=0, n_samples=100)), b"\x00" * 200]  # valid, but no session yet
+        for parts in [*bad, stale]:
+            sock.send_multipart(parts)
+        big = _raw(port)
+        big.send(b"\x00" * (w.MAX_VIDEO_BYTES + (2 << 20)))  # over MAXMSGSIZE: libzmq drops the connection
+        sock.send_multipart([w.encode(w.StatsRequest())])
+        stats = _reply(sock, w.StatsReply)
+        counters = stats.counters  # type: ignore[attr-defined]
+        for name in ("malformed", "unknown_type", "version", "oversized", "bad_payload", "unexpected"):
+            assert counters.get(f"wire_{name}", 0) >= 1, (name, counters)
+        assert sum(v for k, v in counters.items() if k.startswith("wire_")) == len(bad)
+        assert counters["stale_client_messages"] == 1
+        # and it still serves: a proper session gets chunks
+        sock.send_multipart([w.encode(w.Hello(client="after-garbage"))])
+        assert isinstance(_reply(sock, w.Welcome), w.Welcome)
+        silence = np.zeros(SR // 5, "<i2").tobytes()
+        for seq in range(10):
+            sock.send_multipart([w.encode(w.AudioUp(seq=seq, n_samples=SR // 5)), silence])
+        assert isinstance(_reply(sock, w.ChunkDown), w.ChunkDown)
+        sock.close()
+        big.close()
+    finally:
+        assert server.stop() == 0
+    assert "dropped a bad message from a client (malformed)" in server.text()
+
+
+def test_barge_in_reaches_the_server_and_restarts_on_a_keyframe(tmp_path: Path) -> None:
+    server, port = serve(tmp_path)
+    try:
+        daemon, probe, thread = _daemon(tmp_path, port, 10.0)
+        wait_for(lambda: len(probe.writes) >= 10, 30, "chunks at the sink")
+        epoch = daemon.interrupt()
+        wait_for(lambda: any(e == epoch for _, _, _, e, _, _ in probe.writes), 10, "a chunk of the new epoch")
+        rx = daemon.driver.receiver  # type: ignore[attr-defined]
+        _stop(daemon, thread)
+    finally:
+        server.stop()
+    assert rx.stats.decode_errors == 0 and rx.stats.skipped_frames == 0
+    log = server.text()
+    assert "'interrupts': 1" in log and "'keyframes_sent': 2" in log  # session start + barge-in
+
+
+def test_link_cut_of_five_seconds_holds_the_picture_and_reconnects(tmp_path: Path) -> None:
+    server, port = serve(tmp_path)
+    emu = LinkEmulator(("127.0.0.1", port))
+    try:
+        daemon, probe, thread = _daemon(tmp_path, emu.port, 30.0)
+        driver = daemon.driver
+        wait_for(lambda: len(probe.writes) >= 10, 30, "chunks at the sink")
+        chunks_before = driver.receiver.stats.chunks  # type: ignore[attr-defined]
+        cut_start = time.monotonic()
+        emu.cut(5.0)
+        cut_end = time.monotonic()
+        during = [wr for wr in probe.writes if cut_start + 1.0 < wr[0] < cut_end]
+        wait_for(lambda: driver.receiver.stats.chunks > chunks_before + 5, 20, "chunks after the cut")  # type: ignore[attr-defined]
+        back = time.monotonic() - cut_end
+        _stop(daemon, thread)
+    finally:
+        emu.close()
+        server.stop()
+    assert driver.reconnects >= 1  # type: ignore[attr-defined]
+    assert driver.reconnect_s  # type: ignore[attr-defined]
+    # the camera never went black: the sink kept getting (held) frames of the face during the cut
+    assert len(during) >= 10
+    assert min(float(frame.mean()) for _, _, _, _, frame, _ in during) > 20
+    assert back < 10.0
+    assert any("remote link down" in h for h in probe.holds)
+
+
+def test_server_restart_is_survived(tmp_path: Path) -> None:
+    server, port = serve(tmp_path)
+    try:
+        daemon, probe, thread = _daemon(tmp_path, port, 40.0)
+        driver = daemon.driver
+        wait_for(lambda: len(probe.writes) >= 10, 30, "chunks at the sink")
+        server.proc.kill()
+        server.proc.wait(10)
+        server.stop()
+        server, _ = serve(tmp_path, port=port, name="serve2")
+        before = driver.receiver.stats.chunks  # type: ignore[attr-defined]
+        wait_for(lambda: driver.reconnects >= 1 and driver.link_up, 30, "the reconnect")  # type: ignore[attr-defined]
+        wait_for(lambda: driver.receiver.stats.chunks > before + 5, 20, "chunks from the new server")  # type: ignore[attr-defined]
+        _stop(daemon, thread)
+    finally:
+        server.stop()
+    assert driver.reconnects >= 1 and driver.reconnect_s  # type: ignore[attr-defined]
+    assert any("remote link down" in h for h in probe.holds)
