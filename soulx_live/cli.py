@@ -17,9 +17,13 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from soulx_live import __version__
 from soulx_live.log import setup_logging
+
+if TYPE_CHECKING:
+    from soulx_live.config import SoulxConfig
 
 __all__ = ["EXIT_FAILURE", "EXIT_NO_DAEMON", "EXIT_OK", "EXIT_USAGE", "main"]
 
@@ -72,6 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--audio", metavar="FILE", type=Path, help="play this audio file as the input (audio.source=file)")
     run.add_argument("--avatar", metavar="IMAGE", type=Path, help="portrait to animate (engine.avatar)")
     run.add_argument("--record", metavar="OUT.mp4", type=Path, help="also record the output to this mp4")
+    run.add_argument("--open", action="store_true", help="open the Studio page in the default browser")
+    run.add_argument("--no-studio", action="store_true", help="do not serve the Studio page (studio.enabled=false)")
 
     demo = command("demo", "built-in speech -> lite renderer -> bus -> recorder: writes a playable mp4")
     demo.add_argument("-o", "--output", metavar="OUT.mp4", type=Path, default=DEFAULT_DEMO_OUT,
@@ -158,11 +164,32 @@ def cmd_run(args: argparse.Namespace) -> int:
         extra["engine.avatar"] = args.avatar.resolve()
     if args.record is not None:
         extra.update({"sinks.recorder.enabled": True, "sinks.recorder.path": args.record.resolve()})
+    if args.open:
+        extra["studio.open_browser"] = True
     config = load(args, extra)
     _configure_logging(args, config, "daemon")
     from soulx_live.daemon import Daemon
 
-    return Daemon(config).run()
+    config = _studio_defaults(config, args)  # type: ignore[arg-type]
+    return Daemon(config, announce=_tell).run()
+
+
+def _studio_defaults(config: SoulxConfig, args: argparse.Namespace) -> SoulxConfig:
+    """``run`` serves the Studio unless told not to (studio.enabled null means "on here"); with the Studio and no
+    audio named (no --audio, no audio.file), the avatar waits for typed text or a picked input (audio.source=push)
+    instead of playing the built-in demo speech and exiting."""
+    if args.no_studio or config.studio.enabled is False:
+        return config.model_copy(update={"studio": config.studio.model_copy(update={"enabled": False})})
+    update: dict[str, object] = {"studio": config.studio.model_copy(update={"enabled": True})}
+    if args.audio is None and config.audio.source == "file" and config.audio.file is None:
+        update["audio"] = config.audio.model_copy(update={"source": "push"})
+    return config.model_copy(update=update)
+
+
+def _tell(text: str) -> None:
+    """A line for the person at the terminal (stderr), not the log: the Studio's one-time login link."""
+    sys.stderr.write(text + "\n")
+    sys.stderr.flush()
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

@@ -47,6 +47,7 @@ __all__ = [
     "RecorderConfig",
     "SinksConfig",
     "SoulxConfig",
+    "StudioConfig",
     "SupervisorConfig",
     "TtsConfig",
     "VirtualCamConfig",
@@ -252,6 +253,17 @@ class MetricsConfig(_Section):
     port: int = Field(47890, ge=0, le=65535)  # 0: any free port
 
 
+class StudioConfig(_Section):
+    """The local control page (:mod:`soulx_live.studio`): preview, controls and health in a browser."""
+
+    enabled: bool | None = None  # None: on for `soulx-live run`, off for embedded daemons and `demo`
+    host: str = "127.0.0.1"
+    port: int = Field(47880, ge=0, le=65535)  # 0: any free port; the push API's HTTP routes share it
+    open_browser: bool = False  # `soulx-live run --open`
+    preview_quality: int = Field(80, ge=10, le=100)  # JPEG quality of the preview frames
+    max_upload_mb: float = Field(15.0, gt=0)  # largest avatar image accepted
+
+
 class LoggingConfig(_Section):
     """Arguments of :func:`soulx_live.log.setup_logging`."""
 
@@ -275,6 +287,7 @@ class SoulxConfig(_Section):
     tts: TtsConfig = TtsConfig()
     push: PushConfig = PushConfig()
     metrics: MetricsConfig = MetricsConfig()
+    studio: StudioConfig = StudioConfig()
     logging: LoggingConfig = LoggingConfig()
 
     def to_yaml(self) -> str:

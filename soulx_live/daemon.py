@@ -50,6 +50,7 @@ from soulx_live.live.supervised import SupervisedDriver
 from soulx_live.live.threads import ThreadGroup
 from soulx_live.push_bridge import PushBridge
 from soulx_live.runtime_dir import endpoint, remove_socket_files
+from soulx_live.studio.host import attach_studio
 
 __all__ = ["Daemon"]
 
@@ -71,8 +72,10 @@ class Daemon:
 
     def __init__(self, config: SoulxConfig, *,
                  engine_factory: Callable[[SoulxConfig], AvatarEngine] = build_engine,
-                 sink_factory: Callable[[SoulxConfig], list[FrameSink]] = build_sinks) -> None:
+                 sink_factory: Callable[[SoulxConfig], list[FrameSink]] = build_sinks,
+                 announce: Callable[[str], None] | None = None) -> None:
         self.config = config
+        self.studio, sink_factory = attach_studio(self, sink_factory, announce)  # the control page (studio.enabled)
         self.isolation = choose_isolation(config, injected_engine=engine_factory is not build_engine)
         self.lifecycle = Lifecycle()
         self.session = LiveSession()
@@ -102,6 +105,8 @@ class Daemon:
         restore = self._signals.install()
         try:
             self.hub.start()
+            if self.studio is not None:
+                self.studio.start()
             control = ControlServer(endpoint("cli", self.config.bus),
                                     ControlHandlers(status=self.status, stop=self.request_stop, interrupt=self.interrupt))
             self.threads.start("control", control.serve, lambda: self.lifecycle.closing)
@@ -114,6 +119,8 @@ class Daemon:
             if self._engine_running():
                 self.driver.abort()  # no engine process may outlive the daemon
                 self.threads.join_all(JOIN_S)
+            if self.studio is not None:
+                self.studio.close()
             self.hub.close()
             remove_socket_files(self.config.bus)  # every socket of this run is closed (a live daemon refused us)
             restore()
@@ -205,7 +212,8 @@ class Daemon:
         return protocol.StatusReply(
             state=state if state in STATUS_STATES else "running",  # type: ignore[arg-type]
             engine=self.config.engine.kind, session_id=c.session_id, chunks_done=view.chunks, restarts=view.restarts,
-            uptime_s=time.monotonic() - c.started_mono, detail=detail, sinks=dict(c.sinks),
+            uptime_s=time.monotonic() - c.started_mono, detail=detail,
+            sinks={**c.sinks, **(self.studio.sink_states() if self.studio else {})},
             metrics=self.hub.snapshot(*self.driver.memory))
 
     # -- internals -------------------------------------------------------------------------------

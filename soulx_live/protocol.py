@@ -194,6 +194,7 @@ class StartSession(_Msg):
     seed: int = 0
     prompt: str = ""
     avatar_sha256: str | None = None
+    first_frame: int = 0  # a replacing session (new avatar) continues the frame timeline here
 
 
 class SessionStarted(_Msg):

@@ -1,0 +1,161 @@
+"""The Studio inside one daemon run: builds the gated sinks and the preview, serves the page, says where.
+
+The daemon calls :meth:`StudioHost.sink_factory` to wrap its sink factory (every sink behind a
+:class:`~soulx_live.studio.gate.SinkGate`, plus the preview sink), :meth:`start` once its metrics are up and
+:meth:`close` at the end. The login link goes to the terminal through ``announce`` (the CLI's stderr), never
+through logging.
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from plugins.base import FrameSink
+from soulx_live.config import SoulxConfig
+from soulx_live.studio.auth import StudioAuth
+from soulx_live.studio.controls import StudioControls
+from soulx_live.studio.gate import SinkGate
+from soulx_live.studio.health import health_figures
+from soulx_live.studio.preview import PREVIEW_SINK, PreviewSink
+
+__all__ = ["StudioHost", "attach_studio"]
+
+log = logging.getLogger(__name__)
+
+SinkFactory = Callable[[SoulxConfig], list[FrameSink]]
+
+
+class StudioHost:
+    """``daemon``: the :class:`~soulx_live.daemon.Daemon` being served."""
+
+    def __init__(self, daemon: Any, announce: Callable[[str], None] | None = None) -> None:
+        self.daemon = daemon
+        self.config: SoulxConfig = daemon.config
+        self.auth = StudioAuth()
+        self.gates: dict[str, SinkGate] = {}
+        self.controls = StudioControls(daemon, self.gates)
+        self.server: Any = None
+        self.url: str | None = None
+        self._announce = announce
+        self._rebuilt = 0
+
+    # -- composition -----------------------------------------------------------------------------
+
+    def sink_factory(self, inner: SinkFactory) -> SinkFactory:
+        """``inner``'s sinks, each behind a gate, and the preview sink."""
+        def build(config: SoulxConfig) -> list[FrameSink]:
+            gates = [SinkGate(sink, self._rebuilder(inner, config, sink.name)) for sink in inner(config)]
+            gates.append(SinkGate(self._preview(), self._preview))
+            self.gates.clear()
+            self.gates.update({gate.name: gate for gate in gates})
+            return list(gates)
+        return build
+
+    def _preview(self) -> PreviewSink:
+        server = self.server
+        return PreviewSink(lambda data: server.send(data) if server else None,
+                           lambda: bool(server and server.watching()),
+                           lambda epoch: server.send_json({"type": "flush", "epoch": epoch}) if server else None,
+                           quality=self.config.studio.preview_quality)
+
+    def _rebuilder(self, inner: SinkFactory, config: SoulxConfig, name: str) -> Callable[[], FrameSink] | None:
+        """A fresh sink of this kind for re-enabling; the recorder writes a new numbered file (nothing is lost)."""
+        section = getattr(config.sinks, name, None)
+        if section is None or not hasattr(section, "enabled"):
+            return None  # an injected sink (tests): it cannot be built again
+
+        def rebuild() -> FrameSink:
+            self._rebuilt += 1
+            sinks = {key: {"enabled": key == name} for key in ("recorder", "virtualcam", "virtualmic", "obs")}
+            if name == "recorder" and config.sinks.recorder.path is not None:
+                path = Path(config.sinks.recorder.path)
+                sinks["recorder"]["path"] = str(path.with_name(f"{path.stem}-{self._rebuilt + 1}{path.suffix}"))
+            update = config.model_copy(update={"sinks": config.sinks.model_copy(update={
+                key: getattr(config.sinks, key).model_copy(update=value) for key, value in sinks.items()})})
+            return next(s for s in inner(update) if s.name == name)
+        return rebuild
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    def start(self) -> str:
+        from soulx_live.studio.server import StudioServer
+
+        cfg = self.config.studio
+        self.server = StudioServer(cfg.host, cfg.port, self.auth, self.controls, self.state, self.health)
+        self.url = self.server.start()
+        self.daemon.speech_listeners.append(self._on_speech)
+        log.info("Studio page on %s (log in with the one-time link printed at start)", self.url)
+        if self._announce is not None:
+            self._announce(f"Studio: {self.login_url()}  (one-time link: it logs one browser in)")
+        if cfg.open_browser:
+            import webbrowser
+
+            webbrowser.open(self.login_url())
+        return self.url
+
+    def close(self) -> None:
+        self.controls.close()
+        if self.server is not None:
+            self.server.close()
+            self.server = None
+
+    def login_url(self) -> str:
+        assert self.url is not None
+        return self.url + self.auth.login_path()
+
+    # -- what the page reads ---------------------------------------------------------------------
+
+    def sink_states(self) -> dict[str, str]:
+        return self.controls.sink_states()
+
+    def health(self) -> dict[str, Any]:
+        return health_figures(self.daemon.status(), self.daemon.metrics)
+
+    def state(self) -> dict[str, Any]:
+        status = self.daemon.status()
+        cfg = self.config
+        bridge = self.daemon.push_handler
+        return {
+            "state": status.state, "engine": status.engine, "session": status.session_id, "detail": status.detail,
+            "uptime_s": status.uptime_s, "chunks": status.chunks_done, "restarts": status.restarts,
+            "sinks": [{"name": name, "enabled": gate.enabled, "state": status.sinks.get(name, gate.state),
+                       "can_reopen": gate.can_reopen} for name, gate in self.gates.items()],
+            "avatar": self.controls.avatar,
+            "audio": {"configured": cfg.audio.source, "pick": self.controls.audio_pick,
+                      "device": self.controls.audio_device, "switchable": bridge is not None,
+                      "devices": _input_devices()},
+            "tts": {"voice": cfg.tts.voice, "rate_wpm": cfg.tts.rate_wpm, "backend": cfg.tts.backend,
+                    "available": bridge is not None},
+            "obs": {"enabled": cfg.sinks.obs.enabled},
+            "metrics_on": self.daemon.metrics is not None,
+        }
+
+    def _on_speech(self, event: object) -> None:
+        server = self.server
+        if server is not None:
+            server.send_json({"type": "speech", "kind": getattr(event, "kind", ""),
+                              "utterance_id": getattr(event, "utterance_id", "")})
+
+
+def _input_devices() -> list[str]:
+    """Sound input names for the page's picker ([] without sounddevice/PortAudio)."""
+    try:
+        from soulx_live.devices import list_audio_devices
+
+        return [d.name for d in list_audio_devices() if d.max_input_channels > 0]
+    except Exception:  # noqa: BLE001 - no sound stack: the picker offers the default device only
+        return []
+
+
+def attach_studio(daemon: Any, sink_factory: SinkFactory,
+                  announce: Callable[[str], None] | None) -> tuple[StudioHost | None, SinkFactory]:
+    """The daemon's Studio when ``studio.enabled`` is true, and the sink factory to use (wrapped when it is)."""
+    if not daemon.config.studio.enabled:
+        return None, sink_factory
+    from engine.extras import require
+
+    require("aiohttp", "http", "the Studio page")  # fail before anything starts, with the install hint
+    studio = StudioHost(daemon, announce)
+    return studio, studio.sink_factory(sink_factory)

@@ -1,0 +1,132 @@
+"""The Studio over HTTP, as the page uses it: login with the one-time link, refusals, state, health, controls.
+
+A real daemon (lite engine, pushed audio) serves the page on a free loopback port; the requests are real HTTP.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from studio_support import SHARED_DATA, Page, running_studio
+from live_support import wait_for
+
+
+def _login(url: str) -> Page:
+    base, path = url.split("/login", 1)
+    page = Page(base)
+    reply = page.request("/login" + path)
+    assert reply.status == 200, reply  # the redirect to / was followed with the cookie
+    assert b"soulx-live Studio" in reply.body
+    return page
+
+
+def test_login_link_works_once_and_everything_else_is_refused(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    with running_studio() as (daemon, url):
+        base = url.split("/login")[0]
+        stranger = Page(base)
+        for path in ("/", "/api/state", "/api/health", "/static/studio.js"):
+            reply = stranger.request(path)
+            assert reply.status == 401, (path, reply.status)
+        assert b"Not logged in" in stranger.request("/").body
+        assert stranger.request("/api/interrupt", {}).status == 401
+        assert stranger.request("/login?code=wrong").status == 403
+        page = _login(url)
+        assert Page(base).request(url[len(base):]).status == 403  # the link is spent
+        bad = Page(base)
+        bad.jar.set_cookie(_cookie("soulx_studio", "not-the-secret"))
+        assert bad.request("/api/state").status == 401
+        assert page.request("/api/state").status == 200
+        assert page.request("/static/studio.js").status == 200
+        # a POST from another site's page is refused even with the cookie
+        assert page.request("/api/interrupt", {}, headers={"Origin": "http://evil.example"}).status == 403
+        code = url.split("code=")[1]
+        secret = daemon.studio.auth.secret
+    logged = "\n".join(r.getMessage() for r in caplog.records)
+    assert code not in logged and secret not in logged  # neither the link's code nor the session secret is logged
+
+
+def _cookie(name: str, value: str):  # type: ignore[no-untyped-def]
+    import http.cookiejar
+
+    return http.cookiejar.Cookie(0, name, value, None, False, "127.0.0.1", False, False, "/", True, False, None,
+                                 True, None, None, {})
+
+
+def test_state_health_say_interrupt_and_status() -> None:
+    with running_studio() as (daemon, url):
+        page = _login(url)
+        state = page.request("/api/state").json()
+        assert state["engine"] == "lite" and state["tts"]["available"]
+        assert [s["name"] for s in state["sinks"]] == ["preview"]
+        samples = []
+        for _ in range(3):
+            samples.append(page.request("/api/health").json())
+            time.sleep(0.3)
+        assert samples[-1]["chunks"] > samples[0]["chunks"]  # live figures, not a snapshot frozen at start
+        assert samples[-1]["chunk_budget_s"] == pytest.approx(0.2)
+        assert 0 < samples[-1]["chunk_compute_s"] < 5 and samples[-1]["memory_mb"] > 10
+        said = page.request("/api/say", {"text": "Hello from the studio page.", "voice": "en-us", "rate": 200})
+        assert said.status == 200, said.body
+        assert said.json()["duration_s"] > 0.5
+        wait_for(lambda: daemon.push_handler.status()["queued_s"] == 0.0 and daemon.push_handler.status()["played_s"] > 0.3,
+                 15, "the speech to play")
+        before = daemon.counters.interrupts
+        reply = page.request("/api/interrupt", {})
+        assert reply.status == 200 and daemon.counters.interrupts == before + 1
+        assert page.request("/api/say", {"text": "   "}).json()["code"] == "empty"
+        assert page.request("/api/say", {"text": "hi", "rate": 5}).json()["code"] == "bad_rate"
+        assert page.request("/api/say", raw=b"[1,2").json()["code"] == "malformed"
+
+
+def test_sink_toggle_closes_and_reopens_and_status_shows_it() -> None:
+    with running_studio() as (daemon, url):
+        page = _login(url)
+        wait_for(lambda: daemon.status().sinks.get("preview", "").endswith("chunks"), 15, "the preview sink to run")
+        assert page.request("/api/sinks/preview", {"enabled": False}).status == 200
+        wait_for(lambda: daemon.status().sinks.get("preview") == "disabled", 5, "status to show the sink disabled")
+        gate = daemon.studio.gates["preview"]
+        wait_for(lambda: gate.inner is None, 5, "the sink to be closed")
+        assert page.request("/api/state").json()["sinks"][0]["state"] == "disabled"
+        assert page.request("/api/sinks/preview", {"enabled": True}).status == 200
+        wait_for(lambda: gate.inner is not None and daemon.status().sinks["preview"] != "disabled", 5, "reopened")
+        missing = page.request("/api/sinks/virtualcam", {"enabled": True})
+        assert missing.status == 404 and "sinks.virtualcam.enabled" in missing.json()["message"]
+
+
+def test_avatar_without_a_face_is_refused_by_name_and_a_portrait_starts_a_new_session(tmp_path: Path) -> None:
+    with running_studio() as (daemon, url):
+        page = _login(url)
+        blank = cv2.imencode(".png", np.full((256, 256, 3), 180, np.uint8))[1].tobytes()
+        reply = page.request("/api/avatar", raw=blank, headers={"Content-Type": "application/octet-stream"})
+        assert reply.status == 422 and reply.json()["code"] == "no_face"
+        assert reply.json()["message"].startswith("No face found")
+        junk = page.request("/api/avatar", raw=b"not an image", headers={"Content-Type": "application/octet-stream"})
+        assert junk.status == 415 and junk.json()["code"] == "bad_image"
+        portrait = SHARED_DATA / "portrait_girl.png"
+        if not portrait.exists():
+            pytest.skip(f"{portrait} is not there (the shared test data sits beside the checkout)")
+        first = daemon.status().session_id
+        frames_before = daemon.counters.frames
+        ok = page.request("/api/avatar", raw=portrait.read_bytes(),
+                          headers={"Content-Type": "application/octet-stream", "X-Filename": "portrait_girl.png"})
+        assert ok.status == 200, ok.body
+        wait_for(lambda: daemon.status().session_id != first, 10, "a new session")
+        wait_for(lambda: daemon.counters.frames > frames_before + 10, 10, "frames of the new session")
+        assert page.request("/api/state").json()["avatar"] == "portrait_girl.png"
+
+
+def test_controls_that_need_what_this_run_lacks_say_how_to_get_it() -> None:
+    with running_studio() as (daemon, url):
+        page = _login(url)
+        obs = page.request("/api/obs/scenes")
+        assert obs.status == 409 and "sinks.obs.enabled" in obs.json()["message"]
+        bad = page.request("/api/audio", {"source": "radio"})
+        assert bad.status == 400 and "mic" in bad.json()["message"]
+        none = page.request("/api/audio", {"source": "none"})
+        assert none.status == 200
