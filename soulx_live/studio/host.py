@@ -79,12 +79,20 @@ class StudioHost:
 
     # -- lifecycle -------------------------------------------------------------------------------
 
-    def start(self) -> str:
+    def start(self) -> str | None:
+        """Serve the page; a busy port costs the page, not the session (logged, and said at the terminal)."""
         from soulx_live.studio.server import StudioServer
 
         cfg = self.config.studio
-        self.server = StudioServer(cfg.host, cfg.port, self.auth, self.controls, self.state, self.health)
-        self.url = self.server.start()
+        server = StudioServer(cfg.host, cfg.port, self.auth, self.controls, self.state, self.health)
+        try:
+            self.url = server.start()
+        except OSError as exc:
+            log.warning("%s", exc)
+            if self._announce is not None:
+                self._announce(f"Studio: not served ({exc})")
+            return None
+        self.server = server
         self.daemon.speech_listeners.append(self._on_speech)
         log.info("Studio page on %s (log in with the one-time link printed at start)", self.url)
         if self._announce is not None:

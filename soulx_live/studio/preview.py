@@ -39,7 +39,7 @@ def encode_chunk(chunk: FrameChunk, spec: ChunkSpec, quality: int) -> bytes:
         jpegs.append(data.tobytes())
     pcm = (np.clip(np.asarray(chunk.audio, dtype=np.float32), -1.0, 1.0) * 32767.0).astype("<i2").tobytes()
     header = json.dumps({"type": "chunk", "session": chunk.session_id, "epoch": chunk.epoch,
-                         "first_frame": chunk.first_frame, "fps": spec.fps, "sample_rate": spec.sample_rate,
+                         "first_frame": chunk.first_frame, "fps": float(spec.fps), "sample_rate": spec.sample_rate,
                          "sent_ms": time.time() * 1000.0, "sizes": [len(j) for j in jpegs]}).encode()
     return b"".join([struct.pack("<I", len(header)), header, *jpegs, pcm])
 

@@ -182,6 +182,8 @@ class StudioServer:
         path = request.path
         if path == LOGIN_PATH or path.startswith("/v1/"):  # the push API checks its own token
             return await handler(request)
+        if path == "/favicon.ico":  # browsers ask on their own; no icon, and no refusal in the log for it
+            return web.Response(status=204)
         if not self.auth.allowed(request.cookies.get(COOKIE), request.headers.get("Authorization")):
             self.refused += 1
             log.warning("studio: refused %s %s (not logged in)", quoted(request.method, 16), quoted(path))

@@ -5,6 +5,7 @@
 "use strict";
 
 const LEAD_S = 0.08;         // playout buffer: absorbs network and decode jitter on loopback
+const FLUSH_LEAD_S = 0.02;   // after an interrupt: the idle picture matters more than smooth playout
 const HISTORY = 120;         // chart points (one a health message: 60 s at 2 per second)
 const $ = (id) => document.getElementById(id);
 
@@ -38,7 +39,7 @@ async function api(path, body, raw) {
 }
 
 // ---- preview player ------------------------------------------------------------------------------
-const player = { ctx: null, nextT: 0, queue: [], sources: [], epoch: 0, avErr: [] };
+const player = { ctx: null, nextT: 0, queue: [], sources: [], epoch: 0, avErr: [], lead: LEAD_S };
 const canvas = $("preview");
 const view = canvas.getContext("2d");
 
@@ -76,7 +77,8 @@ async function onChunk(buf) {
   const pcm = new Int16Array(buf.slice(off));
   const dur = pcm.length / head.sample_rate;
   const now = clockNow();
-  if (player.nextT < now + 0.01) player.nextT = now + LEAD_S;  // first chunk, or the stream ran dry: re-anchor
+  if (player.nextT < now + 0.01) player.nextT = now + player.lead;  // first chunk, or the stream ran dry: re-anchor
+  player.lead = LEAD_S;
   const t0 = player.nextT;
   player.nextT += dur;
   let sum = 0;
@@ -107,6 +109,7 @@ function onFlush(epoch) {
   stats.epoch = player.epoch;
   stats.flushes += 1;
   resetTimeline();  // what was scheduled belongs to the interrupted epoch: silence and the next frames now
+  player.lead = FLUSH_LEAD_S;
 }
 
 function drawDue() {
@@ -122,6 +125,7 @@ function drawDue() {
   }
   view.drawImage(due.bitmap, 0, 0);
   due.bitmap.close();
+  if (window.studio.onDraw) window.studio.onDraw(canvas, due);  // automation hook (the browser tests measure here)
   stats.framesDrawn += 1;
   stats.lastDrawMs = performance.now();
   stats.latencyMs = Date.now() - due.sent;  // from the daemon's preview sink to this screen
