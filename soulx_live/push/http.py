@@ -115,9 +115,44 @@ class PushHttpServer:
                                "set push.http_port to a free port (or 0 for any)") from failure[0]
         return self.url  # type: ignore[return-value]
 
+    def attach(self, loop: asyncio.AbstractEventLoop, url: str) -> None:
+        """Serve through another aiohttp server on ``loop`` (the Studio's, sharing its port) instead of binding:
+        that server passes every ``/v1/...`` request to :meth:`dispatch`."""
+        self._loop, self.url = loop, url
+
+    async def dispatch(self, request: web.Request) -> web.StreamResponse:
+        """One request of the push API, as the Studio's server hands it over (token checked here as always)."""
+        routes = {("POST", "/v1/audio"): self._audio, ("POST", "/v1/say"): self._say,
+                  ("POST", "/v1/interrupt"): self._interrupt, ("GET", "/v1/status"): self._status,
+                  ("GET", "/v1/events"): self._events}
+        handler = routes.get((request.method, request.path))
+        if handler is None:
+            raise web.HTTPNotFound()
+        if request.content_length is not None and request.content_length > self.max_bytes:
+            return self._reject("too_large", f"the body is {request.content_length} bytes; at most {self.max_bytes}")
+        return await self._auth(request, handler)
+
+    @property
+    def attached(self) -> bool:
+        return self._thread is None and self._loop is not None
+
+    def detach(self) -> None:
+        """Stop serving through the other server: event streams end."""
+        loop, self._loop = self._loop, None
+        if loop is not None and not loop.is_closed():
+            def stop() -> None:
+                for q in list(self._clients):
+                    q.put_nowait(None)
+            try:
+                loop.call_soon_threadsafe(stop)
+            except RuntimeError:
+                pass
+
     def close(self) -> None:
         loop = self._loop
         if loop is None or self._thread is None:
+            if self._thread is None:
+                self.detach()
             return
 
         def stop() -> None:

@@ -93,6 +93,9 @@ class StudioHost:
                 self._announce(f"Studio: not served ({exc})")
             return None
         self.server = server
+        push = self.config.push
+        if push.http_enabled and push.http_port in (cfg.port, 0) and push.http_host == cfg.host:
+            self.daemon.push.http_mount = server.mount_push  # one loopback port for the page and the push API
         self.daemon.speech_listeners.append(self._on_speech)
         log.info("Studio page on %s (log in with the one-time link printed at start)", self.url)
         if self._announce is not None:

@@ -78,6 +78,7 @@ class StudioServer:
         self._thread: threading.Thread | None = None
         self._clients: set[_Client] = set()
         self.refused = 0
+        self.push_http: Any = None  # the push API's HTTP side when it shares this port (PushHttpServer)
 
     # -- lifecycle (any thread) ------------------------------------------------------------------
 
@@ -125,6 +126,13 @@ class StudioServer:
         self._thread.join(5)
         self._thread = None
 
+    def mount_push(self, http: Any) -> str:
+        """Serve the push API's HTTP routes (``/v1/...``) here: same port, its own token (any thread)."""
+        assert self.loop is not None and self.url is not None
+        http.attach(self.loop, self.url)
+        self.push_http = http
+        return self.url
+
     # -- to the pages (any thread) ---------------------------------------------------------------
 
     def watching(self) -> bool:
@@ -149,8 +157,11 @@ class StudioServer:
     # -- the app ---------------------------------------------------------------------------------
 
     async def _setup(self) -> None:
-        app = web.Application(client_max_size=int(self.controls.config.studio.max_upload_mb * 2**20) + 4096,
-                              middlewares=[self._guard])
+        from soulx_live.push.pcm import byte_cap
+
+        config = self.controls.config
+        size = max(int(config.studio.max_upload_mb * 2**20), byte_cap(config.push.max_packet_s)) + 4096
+        app = web.Application(client_max_size=size, middlewares=[self._guard])
         r = app.router
         r.add_get(LOGIN_PATH, self._login)
         r.add_get("/", self._index)
@@ -167,6 +178,7 @@ class StudioServer:
         r.add_post("/api/obs/scene", self._json_post(lambda b: self.controls.obs_scene(str(b.get("scene", "")))))
         r.add_post("/api/avatar", self._avatar)
         r.add_get("/api/live", self._live)
+        r.add_route("*", "/v1/{tail:.*}", self._push)
         if self._extra_routes is not None:
             self._extra_routes(app)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False, logger=_server_log)
@@ -242,6 +254,13 @@ class StudioServer:
         name = request.headers.get("X-Filename", "upload")
         reply = await asyncio.get_running_loop().run_in_executor(None, self.controls.set_avatar, data, name)
         return web.json_response(reply)
+
+    async def _push(self, request: web.Request) -> web.StreamResponse:
+        http = self.push_http
+        if http is None or not http.attached:
+            return web.json_response({"code": "unavailable", "message": "the push API is not running here: it needs "
+                                      "audio.source=push and push.http_enabled=true"}, status=503)
+        return await http.dispatch(request)
 
     async def _live(self, request: web.Request) -> web.StreamResponse:
         ws = web.WebSocketResponse(heartbeat=20)

@@ -76,3 +76,11 @@ def running_studio(**overrides: object) -> Iterator[tuple[Daemon, str]]:
             yield daemon, url
         finally:
             thread.stop(20)
+
+
+def probe_frames(path: Path) -> int:
+    """Video frames in an mp4 (decoded with PyAV: the file is finished and playable)."""
+    import av
+
+    with av.open(str(path)) as container:
+        return sum(1 for _ in container.decode(video=0))

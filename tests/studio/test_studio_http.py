@@ -130,3 +130,91 @@ def test_controls_that_need_what_this_run_lacks_say_how_to_get_it() -> None:
         assert bad.status == 400 and "mic" in bad.json()["message"]
         none = page.request("/api/audio", {"source": "none"})
         assert none.status == 200
+
+
+def test_preview_websocket_carries_frames_with_their_audio() -> None:
+    """The page's stream: each binary message is one chunk, its JPEG frames and exactly their audio."""
+    import asyncio
+    import json
+    import struct
+
+    import aiohttp
+
+    with running_studio() as (daemon, url):
+        page = _login(url)
+        cookie = {c.name: c.value for c in page.jar}
+        base = url.split("/login")[0]
+
+        async def read() -> tuple[list[dict], list[bytes], list[str]]:
+            heads, bodies, texts = [], [], []
+            async with aiohttp.ClientSession(cookies=cookie) as session:
+                async with session.ws_connect(base + "/api/live") as ws:
+                    while len(heads) < 3 or not texts:
+                        msg = await asyncio.wait_for(ws.receive(), 10)
+                        if msg.type == aiohttp.WSMsgType.BINARY:
+                            n = struct.unpack("<I", msg.data[:4])[0]
+                            heads.append(json.loads(msg.data[4:4 + n]))
+                            bodies.append(msg.data[4 + n:])
+                        elif msg.type == aiohttp.WSMsgType.TEXT:
+                            texts.append(msg.data)
+            return heads, bodies, texts
+
+        heads, bodies, texts = asyncio.run(read())
+        async def refused() -> int:
+            async with aiohttp.ClientSession() as session:
+                try:
+                    async with session.ws_connect(base + "/api/live"):
+                        return 101
+                except aiohttp.WSServerHandshakeError as exc:
+                    return exc.status
+        assert asyncio.run(refused()) == 401
+    for head, body in zip(heads, bodies):
+        assert head["type"] == "chunk" and head["fps"] == 25 and head["sample_rate"] == 16000
+        offset = 0
+        for size in head["sizes"]:
+            frame = cv2.imdecode(np.frombuffer(body[offset:offset + size], np.uint8), cv2.IMREAD_COLOR)
+            assert frame.shape == (128, 128, 3)
+            offset += size
+        audio = np.frombuffer(body[offset:], "<i2")
+        assert audio.shape[0] == len(head["sizes"]) * 640  # one frame period of samples per frame
+    firsts = [h["first_frame"] for h in heads]
+    assert firsts == sorted(firsts) and len(set(firsts)) == len(firsts)
+    assert json.loads(texts[0])["type"] == "health"
+
+
+def test_push_api_shares_the_studio_port() -> None:
+    from soulx_live.push.token import load_token
+
+    with running_studio(**{"push.enabled": True, "push.http_enabled": True, "push.http_port": 0}) as (daemon, url):
+        base = url.split("/login")[0]
+        wait_for(lambda: daemon.push.server is not None, 10, "the push server")
+        assert daemon.push.server.http_url == base
+        client = Page(base)
+        assert client.request("/v1/status").status == 401  # the push token, not the Studio's cookie
+        token = load_token(daemon.config)
+        reply = client.request("/v1/say", {"text": "Pushed through the studio port."},
+                               headers={"Authorization": f"Bearer {token}"})
+        assert reply.status == 200, reply.body
+        assert reply.json()["duration_s"] > 0.5
+        status = client.request("/v1/status", headers={"Authorization": f"Bearer {token}"}).json()
+        assert status["status"]["utterances"] == 1
+
+
+def test_recorder_switched_off_and_on_keeps_both_recordings(tmp_path: Path) -> None:
+    from soulx_live.control.client import query_status
+
+    from studio_support import probe_frames
+
+    out = tmp_path / "rec.mp4"
+    with running_studio(**{"sinks.recorder.enabled": True, "sinks.recorder.path": str(out)}) as (daemon, url):
+        page = _login(url)
+        wait_for(lambda: daemon.status().sinks.get("recorder", "").endswith("chunks"), 15, "the recorder to run")
+        time.sleep(1.0)
+        assert page.request("/api/sinks/recorder", {"enabled": False}).status == 200
+        wait_for(lambda: out.exists(), 10, "the first recording to be finished")
+        assert query_status(daemon.config.bus, timeout_s=2).sinks["recorder"] == "disabled"  # soulx-live status
+        assert page.request("/api/sinks/recorder", {"enabled": True}).status == 200
+        wait_for(lambda: query_status(daemon.config.bus, timeout_s=2).sinks["recorder"] != "disabled", 10, "reopen")
+        time.sleep(1.0)
+    second = tmp_path / "rec-2.mp4"
+    assert probe_frames(out) >= 20 and probe_frames(second) >= 10
