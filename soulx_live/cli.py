@@ -171,7 +171,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from soulx_live.daemon import Daemon
 
     config = _studio_defaults(config, args)  # type: ignore[arg-type]
-    return Daemon(config, announce=_tell).run()
+    return Daemon(config, announce=_out).run()  # the Studio's one-time link: to stdout, never to the log (stderr)
 
 
 def _studio_defaults(config: SoulxConfig, args: argparse.Namespace) -> SoulxConfig:
@@ -185,11 +185,6 @@ def _studio_defaults(config: SoulxConfig, args: argparse.Namespace) -> SoulxConf
         update["audio"] = config.audio.model_copy(update={"source": "push"})
     return config.model_copy(update=update)
 
-
-def _tell(text: str) -> None:
-    """A line for the person at the terminal (stderr), not the log: the Studio's one-time login link."""
-    sys.stderr.write(text + "\n")
-    sys.stderr.flush()
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

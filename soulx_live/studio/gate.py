@@ -86,9 +86,11 @@ class SinkGate:
             method(speaking)
 
     def close(self) -> None:
-        with self._lock:
-            self._want = False
-        self._apply()
+        """The session is over: close the sink if it is open (the page's switch keeps its position)."""
+        inner, self.inner, self._open = self.inner, None, False
+        if inner is not None:
+            inner.close()
+        self.state = "closed"
 
     def __getattr__(self, name: str) -> Any:  # the inner sink's other attributes (stats, path, ...)
         inner = self.__dict__.get("inner")

@@ -2,8 +2,8 @@
 
 The daemon calls :meth:`StudioHost.sink_factory` to wrap its sink factory (every sink behind a
 :class:`~soulx_live.studio.gate.SinkGate`, plus the preview sink), :meth:`start` once its metrics are up and
-:meth:`close` at the end. The login link goes to the terminal through ``announce`` (the CLI's stderr), never
-through logging.
+:meth:`close` at the end. The login link goes to the terminal through ``announce`` (the CLI's stdout; the log
+is on stderr), never through logging.
 """
 from __future__ import annotations
 

@@ -25,6 +25,7 @@ from typing import Any
 from aiohttp import WSMsgType, web
 
 from soulx_live.log_safe import RateLimitedLog, quoted
+from soulx_live.netaddr import is_loopback_host
 from soulx_live.studio.auth import COOKIE, LOGIN_PATH, StudioAuth
 from soulx_live.studio.controls import StudioControls, StudioError
 
@@ -83,6 +84,9 @@ class StudioServer:
     # -- lifecycle (any thread) ------------------------------------------------------------------
 
     def start(self) -> str:
+        if not is_loopback_host(self.host):
+            log.warning("the Studio listens on %s: other machines can reach the login page (unencrypted); keep "
+                        "studio.host=127.0.0.1 or put TLS in front", self.host)
         ready = threading.Event()
         failure: list[BaseException] = []
 

@@ -62,11 +62,12 @@ def studio_config(root: Path, **overrides: object) -> Any:
 
 
 @contextmanager
-def running_studio(**overrides: object) -> Iterator[tuple[Daemon, str]]:
+def running_studio(sink_factory: Any = None, **overrides: object) -> Iterator[tuple[Daemon, str]]:
     """A daemon with the Studio; yields it and the one-time login URL (read from the daemon, as `run` prints it)."""
     with short_tmp() as root:
         said: list[str] = []
-        daemon = Daemon(studio_config(root, **overrides), announce=said.append)
+        extra = {} if sink_factory is None else {"sink_factory": sink_factory}
+        daemon = Daemon(studio_config(root, **overrides), announce=said.append, **extra)
         thread = DaemonThread(daemon).start()
         try:
             wait_for(lambda: daemon.push_handler is not None and daemon.studio is not None and daemon.studio.url is not None,

@@ -99,25 +99,28 @@ def test_sink_toggle_closes_and_reopens_and_status_shows_it() -> None:
         assert missing.status == 404 and "sinks.virtualcam.enabled" in missing.json()["message"]
 
 
-def test_avatar_without_a_face_is_refused_by_name_and_a_portrait_starts_a_new_session(tmp_path: Path) -> None:
+def test_avatar_without_a_face_is_refused_by_name() -> None:
     with running_studio() as (daemon, url):
         page = _login(url)
+        first = daemon.status().session_id
         blank = cv2.imencode(".png", np.full((256, 256, 3), 180, np.uint8))[1].tobytes()
         reply = page.request("/api/avatar", raw=blank, headers={"Content-Type": "application/octet-stream"})
         assert reply.status == 422 and reply.json()["code"] == "no_face"
         assert reply.json()["message"].startswith("No face found")
         junk = page.request("/api/avatar", raw=b"not an image", headers={"Content-Type": "application/octet-stream"})
         assert junk.status == 415 and junk.json()["code"] == "bad_image"
-        portrait = SHARED_DATA / "portrait_girl.png"
-        if not portrait.exists():
-            pytest.skip(f"{portrait} is not there (the shared test data sits beside the checkout)")
+        assert daemon.status().session_id == first  # nothing changed
+
+
+@pytest.mark.skipif(not (SHARED_DATA / "portrait_girl.png").exists(), reason="the shared portraits sit beside the checkout")
+def test_a_real_photo_is_accepted() -> None:
+    with running_studio() as (daemon, url):
+        page = _login(url)
         first = daemon.status().session_id
-        frames_before = daemon.counters.frames
-        ok = page.request("/api/avatar", raw=portrait.read_bytes(),
+        ok = page.request("/api/avatar", raw=(SHARED_DATA / "portrait_girl.png").read_bytes(),
                           headers={"Content-Type": "application/octet-stream", "X-Filename": "portrait_girl.png"})
         assert ok.status == 200, ok.body
         wait_for(lambda: daemon.status().session_id != first, 10, "a new session")
-        wait_for(lambda: daemon.counters.frames > frames_before + 10, 10, "frames of the new session")
         assert page.request("/api/state").json()["avatar"] == "portrait_girl.png"
 
 
@@ -218,3 +221,41 @@ def test_recorder_switched_off_and_on_keeps_both_recordings(tmp_path: Path) -> N
         time.sleep(1.0)
     second = tmp_path / "rec-2.mp4"
     assert probe_frames(out) >= 20 and probe_frames(second) >= 10
+
+
+def _built_in_face_png(size: int = 256) -> bytes:
+    """A portrait with a face the detector finds, made by the project (the lite engine's built-in avatar)."""
+    from engine.lite.engine import LiteConfig, LiteEngine
+
+    reference = LiteEngine(LiteConfig(width=size, height=size))._default_renderer().reference
+    return cv2.imencode(".png", cv2.cvtColor(np.asarray(reference), cv2.COLOR_RGB2BGR))[1].tobytes()
+
+
+@pytest.mark.parametrize("isolation", ["thread", "process"])
+def test_new_avatar_starts_a_new_session_that_continues_the_frame_timeline(isolation: str) -> None:
+    """In this process and in the engine worker (StartSession with first_frame) the engine replaces its session,
+    and the sinks see the frame timeline go on."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "daemon"))
+    from live_support import ProbeSink
+
+    probe = ProbeSink(name="probe")
+    with running_studio(**{"supervisor.isolation": isolation}, sink_factory=lambda config: [probe]) as (daemon, url):
+        assert daemon.isolation == isolation
+        page = _login(url)
+        wait_for(lambda: len(probe.snapshot()) > 5, 30, "chunks from the worker")
+        first = daemon.status().session_id
+        reply = page.request("/api/avatar", raw=_built_in_face_png(),
+                             headers={"Content-Type": "application/octet-stream", "X-Filename": "face.png"})
+        assert reply.status == 200, reply.body
+        wait_for(lambda: daemon.status().session_id != first, 10, "the new session")
+        new_id = daemon.status().session_id
+        wait_for(lambda: sum(1 for w in probe.snapshot() if w.first_frame > 0 and w.epoch >= 1) > 5, 20,
+                 "chunks of the new session")
+    writes = probe.snapshot()
+    later = [w for w in writes if w.epoch >= 1]
+    earlier = [w for w in writes if w.epoch == 0]
+    assert earlier and later
+    assert later[0].first_frame >= earlier[-1].first_frame + earlier[-1].n  # the timeline goes on, never back
+    assert new_id != first

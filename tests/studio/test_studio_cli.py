@@ -1,0 +1,75 @@
+"""`soulx-live run` serves the Studio: the one-time link on stdout (never in the log on stderr), the page works
+with it once, `--no-studio` turns it off, and `soulx-live status` names the sinks."""
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from studio_support import Page
+
+from soulx_live.config import SoulxConfig
+from soulx_live.control.client import query_status
+from soulx_live.errors import DaemonUnavailable
+
+CHECKOUT = Path(__file__).resolve().parents[2]
+LINK = re.compile(r"Studio: (http://127\.0\.0\.1:\d+)(/login\?code=([A-Za-z0-9_-]+))")
+
+
+def _run(tmp_path: Path, *extra: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "soulx_live", "run", "--set", f"bus.runtime_dir={tmp_path / 'rt'}",
+         "--set", "studio.port=0", "--set", "metrics.port=0", "--set", "engine.lite.width=96",
+         "--set", "engine.lite.height=96", *extra],
+        cwd=CHECKOUT, env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"},
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_run_prints_the_one_time_link_to_stdout_only(tmp_path: Path) -> None:
+    proc = _run(tmp_path)
+    try:
+        line = proc.stdout.readline()  # type: ignore[union-attr]
+        match = LINK.search(line)
+        assert match, line
+        base, path, code = match.groups()
+        page = Page(base)
+        assert page.request(path).status == 200
+        assert Page(base).request(path).status == 403  # spent
+        state = page.request("/api/state").json()
+        assert state["audio"]["configured"] == "push"  # no audio named: the avatar waits for text or a picked input
+        assert [s["name"] for s in state["sinks"]] == ["preview"]
+        status = subprocess.run([sys.executable, "-m", "soulx_live", "status", "--set",
+                                 f"bus.runtime_dir={tmp_path / 'rt'}"], capture_output=True, text=True, timeout=60,
+                                cwd=CHECKOUT)
+        assert status.returncode == 0 and "sink preview" in status.stdout, status.stdout + status.stderr
+    finally:
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert "Studio page on http://127.0.0.1:" in err  # the log says where, without the code
+    assert code not in err and code not in out
+
+
+def test_no_studio_flag(tmp_path: Path) -> None:
+    speech = CHECKOUT / "soulx_live" / "assets" / "demo_speech.wav"
+    proc = _run(tmp_path, "--no-studio", "--audio", str(speech))
+    bus = SoulxConfig.model_validate({"bus": {"runtime_dir": str(tmp_path / "rt")}}).bus
+    try:
+        end = time.monotonic() + 30
+        while True:  # until the session runs (the Studio would be up by then)
+            try:
+                if query_status(bus, timeout_s=0.5).chunks_done > 0:
+                    break
+            except DaemonUnavailable:
+                pass
+            assert time.monotonic() < end and proc.poll() is None, "the daemon did not start"
+            time.sleep(0.1)
+        assert "preview" not in query_status(bus, timeout_s=2).sinks
+    finally:
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+    assert "Studio" not in out and "Studio page" not in err, out + err
