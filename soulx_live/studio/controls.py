@@ -83,7 +83,7 @@ class StudioControls:
             receipt = bridge.say(text, voice=voice or None, utterance_id=uuid.uuid4().hex[:12], synth=synth)
         except ValueError as exc:  # queue full, bad voice: the message says what to do
             raise StudioError("refused", str(exc), 429 if "queued" in str(exc) else 400) from None
-        except Exception as exc:  # TtsError (unknown voice, missing backend) names its fix
+        except Exception as exc:  # noqa: BLE001 - TtsError (unknown voice, missing backend) names its fix
             raise StudioError("tts_failed", f"speech synthesis failed: {exc}", 400) from None
         sr = bridge.sample_rate
         return {"utterance_id": receipt.utterance_id, "start_s": receipt.start_sample / sr,
@@ -150,7 +150,7 @@ class StudioControls:
                 try:
                     live = open_live_source(pick, device or None, sample_rate=source.sample_rate,
                                             block_samples=source.block_samples)
-                except Exception as exc:  # no sound server, no such device, sounddevice missing: named by it
+                except Exception as exc:  # noqa: BLE001 - no sound server, no such device, no sounddevice: named
                     self.audio_pick, self.audio_device = "none", None
                     raise StudioError("no_device", f"cannot open {pick} {device or '(default)'}: {exc}", 409) from None
                 self._input = LiveInput(live, source.sample_rate)

@@ -6,6 +6,7 @@ disagree.
 """
 from __future__ import annotations
 
+import math
 import time
 from typing import Any
 
@@ -42,7 +43,7 @@ def health_figures(status: StatusReply, metrics: Any) -> dict[str, Any]:
 
     def num(key: str) -> float | None:
         value = snap.get(key)
-        return None if value is None or value != value else float(value)  # NaN (no sample yet) -> None
+        return None if value is None or math.isnan(value) else float(value)  # NaN (no sample yet) -> None
 
     return {
         "t": time.time(),

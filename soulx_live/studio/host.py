@@ -18,7 +18,7 @@ from soulx_live.studio.auth import StudioAuth
 from soulx_live.studio.controls import StudioControls
 from soulx_live.studio.gate import SinkGate
 from soulx_live.studio.health import health_figures
-from soulx_live.studio.preview import PREVIEW_SINK, PreviewSink
+from soulx_live.studio.preview import PreviewSink
 
 __all__ = ["StudioHost", "attach_studio"]
 

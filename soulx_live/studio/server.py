@@ -25,6 +25,7 @@ from typing import Any
 from aiohttp import WSMsgType, web
 
 from soulx_live.log_safe import RateLimitedLog, quoted
+from soulx_live.loop_thread import start_loop_thread
 from soulx_live.netaddr import is_loopback_host
 from soulx_live.studio.auth import COOKIE, LOGIN_PATH, StudioAuth
 from soulx_live.studio.controls import StudioControls, StudioError
@@ -87,34 +88,20 @@ class StudioServer:
         if not is_loopback_host(self.host):
             log.warning("the Studio listens on %s: other machines can reach the login page (unencrypted); keep "
                         "studio.host=127.0.0.1 or put TLS in front", self.host)
-        ready = threading.Event()
-        failure: list[BaseException] = []
-
-        def main() -> None:
-            loop = asyncio.new_event_loop()
-            self.loop = loop
-            try:
-                loop.run_until_complete(self._setup())
-            except BaseException as exc:  # noqa: BLE001 - a bind error goes back to start()
-                failure.append(exc)
-                ready.set()
-                loop.close()
-                return
-            ready.set()
-            pump = loop.create_task(self._health_pump())
-            loop.run_forever()
-            pump.cancel()
-            loop.run_until_complete(asyncio.gather(pump, return_exceptions=True))
-            loop.run_until_complete(self._runner.cleanup())  # type: ignore[union-attr]
-            loop.close()
-
-        self._thread = threading.Thread(target=main, name="studio-http", daemon=True)
-        self._thread.start()
-        ready.wait(10)
-        if failure:
-            raise OSError(f"the Studio cannot listen on {self.host}:{self.port}: {failure[0]}; "
-                          "set studio.port to a free port (0: any)") from failure[0]
+        try:
+            self._thread = start_loop_thread("studio-http", self._setup, self._cleanup, self._set_loop)
+        except Exception as exc:
+            raise OSError(f"the Studio cannot listen on {self.host}:{self.port}: {exc}; "
+                          "set studio.port to a free port (0: any)") from exc
         return self.url  # type: ignore[return-value]
+
+    def _set_loop(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+
+    async def _cleanup(self) -> None:
+        self._pump_task.cancel()
+        await asyncio.gather(self._pump_task, return_exceptions=True)
+        await self._runner.cleanup()  # type: ignore[union-attr]
 
     def close(self) -> None:
         loop = self.loop
@@ -191,6 +178,7 @@ class StudioServer:
         port = self._runner.addresses[0][1]
         host = f"[{self.host}]" if ":" in self.host else self.host
         self.url = f"http://{host}:{port}"
+        self._pump_task = asyncio.get_running_loop().create_task(self._health_pump())
 
     @web.middleware
     async def _guard(self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -305,7 +293,7 @@ class StudioServer:
                 continue
             try:
                 figures = await loop.run_in_executor(None, self._health)
-            except Exception:  # noqa: BLE001 - a failed sample skips one chart point, never the pump
+            except Exception:
                 log.debug("studio: health sample failed", exc_info=True)
                 continue
             self._fanout(json.dumps({"type": "health", **figures}))

@@ -14,9 +14,9 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "daemon"))
 
-from live_support import DaemonThread, live_config, short_tmp, wait_for  # noqa: E402
+from live_support import DaemonThread, ProbeSink, live_config, short_tmp, wait_for  # noqa: E402
 
-from soulx_live.daemon import Daemon  # noqa: E402
+from soulx_live.daemon import Daemon
 
 SHARED_DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
 

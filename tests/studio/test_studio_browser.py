@@ -17,7 +17,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-
 from studio_support import running_studio
 
 pytestmark = pytest.mark.system("chromium")

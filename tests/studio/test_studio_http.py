@@ -11,9 +11,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-
-from studio_support import SHARED_DATA, Page, running_studio
-from live_support import wait_for
+from studio_support import SHARED_DATA, Page, running_studio, wait_for
 
 
 def _login(url: str) -> Page:
@@ -204,9 +202,9 @@ def test_push_api_shares_the_studio_port() -> None:
 
 
 def test_recorder_switched_off_and_on_keeps_both_recordings(tmp_path: Path) -> None:
-    from soulx_live.control.client import query_status
-
     from studio_support import probe_frames
+
+    from soulx_live.control.client import query_status
 
     out = tmp_path / "rec.mp4"
     with running_studio(**{"sinks.recorder.enabled": True, "sinks.recorder.path": str(out)}) as (daemon, url):
@@ -235,10 +233,7 @@ def _built_in_face_png(size: int = 256) -> bytes:
 def test_new_avatar_starts_a_new_session_that_continues_the_frame_timeline(isolation: str) -> None:
     """In this process and in the engine worker (StartSession with first_frame) the engine replaces its session,
     and the sinks see the frame timeline go on."""
-    import sys
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "daemon"))
-    from live_support import ProbeSink
+    from studio_support import ProbeSink
 
     probe = ProbeSink(name="probe")
     with running_studio(**{"supervisor.isolation": isolation}, sink_factory=lambda config: [probe]) as (daemon, url):
