@@ -6,11 +6,13 @@
 
 const LEAD_S = 0.08;         // playout buffer: absorbs network and decode jitter on loopback
 const FLUSH_LEAD_S = 0.02;   // after an interrupt: the idle picture matters more than smooth playout
+const MAX_AHEAD_S = 0.4;     // more than this scheduled ahead (a burst: the idle chunk after an interrupt):
+                             // the chunk is skipped so the preview does not drift behind the daemon
 const HISTORY = 120;         // chart points (one a health message: 60 s at 2 per second)
 const $ = (id) => document.getElementById(id);
 
 const stats = { chunks: 0, framesDrawn: 0, lastDrawMs: 0, healthCount: 0, latencyMs: null, pageAvMs: null,
-                audioChunks: 0, audioScheduledS: 0, lastChunkRms: 0, flushes: 0, epoch: 0, speech: "idle",
+                audioChunks: 0, audioScheduledS: 0, lastChunkRms: 0, flushes: 0, epoch: 0, speech: "idle", skipped: 0,
                 clock: "page" };
 window.studio = { stats };
 
@@ -77,6 +79,7 @@ async function onChunk(buf) {
   const pcm = new Int16Array(buf.slice(off));
   const dur = pcm.length / head.sample_rate;
   const now = clockNow();
+  if (player.nextT - now > MAX_AHEAD_S) { stats.skipped += 1; return; }
   if (player.nextT < now + 0.01) player.nextT = now + player.lead;  // first chunk, or the stream ran dry: re-anchor
   player.lead = LEAD_S;
   const t0 = player.nextT;
