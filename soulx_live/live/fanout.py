@@ -130,10 +130,7 @@ class SinkFanout:
         offset_due = time.monotonic()
         while not self._lifecycle.closing:
             if session.epoch > epoch:  # barge-in: the sink drops what it buffered
-                epoch = session.epoch
-                interrupt = getattr(out, "interrupt", None)
-                if interrupt is not None:
-                    interrupt(epoch)
+                epoch = self._interrupt(out, session.epoch)
             if hold and self.engine_note != note:  # the reason the next hold names
                 note = self.engine_note
                 out.hold("engine late" if note[0] == "running" else f"engine {note[0]}: {note[1]}")  # type: ignore[attr-defined]
@@ -142,6 +139,8 @@ class SinkFanout:
                 if item.epoch < session.epoch:
                     session.counters.stale_chunks += 1
                 else:
+                    if item.epoch > epoch:  # the new epoch's first chunk came before this loop saw the barge-in:
+                        epoch = self._interrupt(out, item.epoch)  # drop the old buffer first, never this chunk
                     out.write(item)
                     self._delivered(epoch)
                     self._speech_reached(name, item.first_frame + item.num_frames)
@@ -160,6 +159,13 @@ class SinkFanout:
             if time.monotonic() >= offset_due:
                 offset_due = time.monotonic() + AV_OFFSET_EVERY_S
                 self._read_av_offset(name, out)
+
+    @staticmethod
+    def _interrupt(out: FrameSink, epoch: int) -> int:
+        interrupt = getattr(out, "interrupt", None)
+        if interrupt is not None:
+            interrupt(epoch)
+        return epoch
 
     def _tick(self, name: str, out: FrameSink, epoch: int, held_seen: int) -> int:
         """Let the HoldingSink emit due hold frames; count them. Returns the held frames seen so far."""

@@ -150,8 +150,10 @@ def test_studio_page_in_chromium(browser: object) -> None:
                           if all(e["open"] <= rest + 10 for e in after[i:i + 5])), None)
         assert closed_at is not None, [d["open"] for d in after]
         idle_ms = closed_at - clicked
-        print(f"interrupt -> idle mouth on the page: {idle_ms:.0f} ms (rest {rest}, "
-              f"{len(after)} frames drawn in the second after)")
+        new_epoch = next(d["t"] for d in after if d["epoch"] > speaking[-1]["epoch"])
+        print(f"interrupt -> idle mouth on the page: {idle_ms:.0f} ms (first frame of the new epoch at "
+              f"{new_epoch - clicked:.0f} ms; rest {rest}, {len(after)} frames drawn in the second after; "
+              f"openness {[d['open'] for d in after[:12]]})")
         assert idle_ms <= 200.0, f"the mouth came to rest {idle_ms:.0f} ms after the click"
         assert driver.execute_script("return window.studio.stats.flushes") >= 1  # type: ignore[attr-defined]
         assert driver.execute_script("return window.studio.stats.speech") == "interrupted"  # type: ignore[attr-defined]

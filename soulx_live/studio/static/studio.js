@@ -61,12 +61,14 @@ function setupAudio() {
   update();
 }
 
-function resetTimeline() {
-  for (const s of player.sources) { try { s.stop(); } catch (e) { /* already ended */ } }
-  player.sources = [];
-  for (const f of player.queue) f.bitmap.close();
-  player.queue = [];
-  player.nextT = 0;
+function resetTimeline(keepEpoch) {
+  // drops what was scheduled of epochs below keepEpoch (all of it without one)
+  const keep = (item) => keepEpoch !== undefined && item.epoch >= keepEpoch;
+  for (const s of player.sources) { if (!keep(s)) { try { s.stop(); } catch (e) { /* already ended */ } } }
+  player.sources = player.sources.filter(keep);
+  for (const f of player.queue) if (!keep(f)) f.bitmap.close();
+  player.queue = player.queue.filter(keep);
+  if (!player.sources.length && !player.queue.length) player.nextT = 0;
 }
 
 async function onChunk(buf) {
@@ -74,6 +76,7 @@ async function onChunk(buf) {
   const hlen = dv.getUint32(0, true);
   const head = JSON.parse(new TextDecoder().decode(new Uint8Array(buf, 4, hlen)));
   if (head.epoch < player.epoch) return;  // an interrupted epoch's chunk still on the way
+  if (head.epoch > player.epoch) onFlush(head.epoch);  // the new epoch's chunk came first: its flush is implied
   let off = 4 + hlen;
   const blobs = head.sizes.map((n) => { const b = new Blob([new Uint8Array(buf, off, n)], { type: "image/jpeg" }); off += n; return b; });
   const pcm = new Int16Array(buf.slice(off));
@@ -95,6 +98,7 @@ async function onChunk(buf) {
     src.buffer = ab;
     src.connect(player.ctx.destination);
     src.start(t0);
+    src.epoch = head.epoch;
     src.onended = () => { player.sources = player.sources.filter((s) => s !== src); };
     player.sources.push(src);
     stats.audioChunks += 1;
@@ -111,8 +115,8 @@ function onFlush(epoch) {
   player.epoch = Math.max(player.epoch, epoch);
   stats.epoch = player.epoch;
   stats.flushes += 1;
-  resetTimeline();  // what was scheduled belongs to the interrupted epoch: silence and the next frames now
-  player.lead = FLUSH_LEAD_S;
+  resetTimeline(player.epoch);  // what was scheduled of the interrupted epoch: silence and the next frames now
+  if (!player.queue.length) player.lead = FLUSH_LEAD_S;
 }
 
 function drawDue() {
