@@ -46,7 +46,7 @@ class StudioHost:
     def sink_factory(self, inner: SinkFactory) -> SinkFactory:
         """``inner``'s sinks, each behind a gate, and the preview sink."""
         def build(config: SoulxConfig) -> list[FrameSink]:
-            gates = [SinkGate(sink, self._rebuilder(inner, config, sink.name)) for sink in inner(config)]
+            gates = [SinkGate(sink, self._rebuilder(inner, config, sink)) for sink in inner(config)]
             gates.append(SinkGate(self._preview(), self._preview))
             self.gates.clear()
             self.gates.update({gate.name: gate for gate in gates})
@@ -60,8 +60,9 @@ class StudioHost:
                            lambda epoch: server.send_json({"type": "flush", "epoch": epoch}) if server else None,
                            quality=self.config.studio.preview_quality)
 
-    def _rebuilder(self, inner: SinkFactory, config: SoulxConfig, name: str) -> Callable[[], FrameSink] | None:
-        """A fresh sink of this kind for re-enabling; the recorder writes a new numbered file (nothing is lost)."""
+    def _rebuilder(self, inner: SinkFactory, config: SoulxConfig, first: FrameSink) -> Callable[[], FrameSink] | None:
+        """A fresh sink like ``first`` for re-enabling; the recorder writes a new numbered file (nothing is lost)."""
+        name = first.name
         section = getattr(config.sinks, name, None)
         if section is None or not hasattr(section, "enabled"):
             return None  # an injected sink (tests): it cannot be built again
@@ -69,8 +70,9 @@ class StudioHost:
         def rebuild() -> FrameSink:
             self._rebuilt += 1
             sinks = {key: {"enabled": key == name} for key in ("recorder", "virtualcam", "virtualmic", "obs")}
-            if name == "recorder" and config.sinks.recorder.path is not None:
-                path = Path(config.sinks.recorder.path)
+            path = getattr(first, "path", None)  # the first recording's file (also when the daemon named it)
+            if name == "recorder" and path is not None:
+                path = Path(path)
                 sinks["recorder"]["path"] = str(path.with_name(f"{path.stem}-{self._rebuilt + 1}{path.suffix}"))
             update = config.model_copy(update={"sinks": config.sinks.model_copy(update={
                 key: getattr(config.sinks, key).model_copy(update=value) for key, value in sinks.items()})})
