@@ -178,7 +178,14 @@ def _studio_defaults(config: SoulxConfig, args: argparse.Namespace) -> SoulxConf
     """``run`` serves the Studio unless told not to (studio.enabled null means "on here"); with the Studio and no
     audio named (no --audio, no audio.file), the avatar waits for typed text or a picked input (audio.source=push)
     instead of playing the built-in demo speech and exiting."""
-    if args.no_studio or config.studio.enabled is False:
+    import importlib.util
+
+    off = args.no_studio or config.studio.enabled is False
+    if not off and config.studio.enabled is None and importlib.util.find_spec("aiohttp") is None:
+        log.warning('the Studio page needs aiohttp (pip install "soulx-live[http]"); '
+                    "running without it")
+        off = True
+    if off:
         return config.model_copy(update={"studio": config.studio.model_copy(update={"enabled": False})})
     update: dict[str, object] = {"studio": config.studio.model_copy(update={"enabled": True})}
     if args.audio is None and config.audio.source == "file" and config.audio.file is None:
