@@ -104,7 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 # Commands that live in their own module (soulx_live/commands/<name>.py). Each module defines NAME, HELP,
 # add_arguments(parser) and run(args, config_loader) -> exit code, and imports nothing heavy at import time.
-EXTRA_COMMANDS: tuple[str, ...] = ("bench", "interrupt", "obs", "say")
+EXTRA_COMMANDS: tuple[str, ...] = ("bench", "interrupt", "obs", "say", "studio")
 
 
 def _extra_command_modules() -> list[object]:

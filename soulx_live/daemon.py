@@ -108,7 +108,8 @@ class Daemon:
             if self.studio is not None:
                 self.studio.start()
             control = ControlServer(endpoint("cli", self.config.bus),
-                                    ControlHandlers(status=self.status, stop=self.request_stop, interrupt=self.interrupt))
+                                    ControlHandlers(status=self.status, stop=self.request_stop, interrupt=self.interrupt,
+                                                    studio_link=self.studio.new_link if self.studio else lambda: None))
             self.threads.start("control", control.serve, lambda: self.lifecycle.closing)
             self.threads.start("engine", self.driver.run)
             self._wait_running()

@@ -114,6 +114,13 @@ class StudioHost:
             self.server.close()
             self.server = None
 
+    def new_link(self) -> str | None:
+        """A fresh one-time login link (``soulx-live studio``); the previous unused one stops working."""
+        if self.url is None:
+            return None
+        log.info("studio: a new one-time login link was handed out")
+        return self.url + self.auth.new_code()
+
     def login_url(self) -> str:
         assert self.url is not None
         return self.url + self.auth.login_path()

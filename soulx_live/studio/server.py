@@ -37,13 +37,14 @@ _server_log = logging.getLogger(f"{__name__}.server")
 _server_log.addFilter(RateLimitedLog(_server_log))
 
 HEALTH_EVERY_S = 0.5
+SESSION_S = 7 * 24 * 3600
 CLIENT_QUEUE = 32  # messages waiting per page; a page that falls behind loses the oldest preview chunks
 _STATIC = {"studio.js": "application/javascript", "studio.css": "text/css"}
 
 _REFUSED_HTML = """<!doctype html><html><head><meta charset="utf-8"><title>soulx-live Studio: not logged in</title>
 </head><body style="font-family:sans-serif;max-width:40em;margin:3em auto"><h1 id="refused">Not logged in</h1>
 <p>{why}</p><p>Open the one-time link that <code>soulx-live run</code> printed when it started. It works once;
-to get a new one, stop the daemon and start it again.</p></body></html>"""
+<code>soulx-live studio</code> prints a new one.</p></body></html>"""
 
 
 def _static(name: str) -> bytes:
@@ -193,11 +194,12 @@ class StudioServer:
             log.warning("studio: refused %s %s (not logged in)", quoted(request.method, 16), quoted(path))
             if path.startswith("/api/"):
                 return web.json_response({"code": "unauthorized", "message": "not logged in: open the one-time link "
-                                          "soulx-live run printed"}, status=401)
+                                          "soulx-live run printed, or run soulx-live studio for a new one"}, status=401)
             return web.Response(text=_REFUSED_HTML.format(why="This page needs the login link."), status=401,
                                 content_type="text/html")
-        origin = request.headers.get("Origin")
-        if request.method == "POST" and origin is not None and origin != self.url:
+        origin = request.headers.get("Origin")  # a browser names the page that sent the request
+        if ((request.method == "POST" or path == "/api/live") and origin is not None
+                and origin != f"{request.scheme}://{request.host}"):
             return web.json_response({"code": "forbidden", "message": "cross-site request refused"}, status=403)
         try:
             return await handler(request)
@@ -212,7 +214,8 @@ class StudioServer:
                                 status=403, content_type="text/html")
         log.info("studio: a browser logged in")
         resp = web.HTTPSeeOther("/")
-        resp.set_cookie(COOKIE, self.auth.secret, httponly=True, samesite="Strict", path="/")
+        # kept across browser restarts while this daemon runs (the secret dies with the daemon)
+        resp.set_cookie(COOKIE, self.auth.secret, httponly=True, samesite="Strict", path="/", max_age=SESSION_S)
         raise resp
 
     async def _index(self, request: web.Request) -> web.StreamResponse:

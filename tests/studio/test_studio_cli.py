@@ -49,12 +49,25 @@ def test_run_prints_the_one_time_link_to_stdout_only(tmp_path: Path) -> None:
                                  f"bus.runtime_dir={tmp_path / 'rt'}"], capture_output=True, text=True, timeout=60, check=False,
                                 cwd=CHECKOUT)
         assert status.returncode == 0 and "sink preview" in status.stdout, status.stdout + status.stderr
+        links = [LINK.search(_cli(tmp_path, "studio").stdout) for _ in range(2)]  # a lost session: new links
+        assert all(links) and links[0].group(3) != links[1].group(3)  # type: ignore[union-attr]
+        assert Page(base).request(links[0].group(2)).status == 403  # type: ignore[union-attr] # replaced, unused
+        again = Page(base)
+        assert again.request(links[1].group(2)).status == 200  # type: ignore[union-attr]
+        assert again.request("/api/state").status == 200
+        code = code + " " + links[1].group(3)  # type: ignore[union-attr]
     finally:
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err
     assert "Studio page on http://127.0.0.1:" in err  # the log says where, without the code
-    assert code not in err and code not in out
+    for one in code.split():
+        assert one not in err and one not in out[len(line):]
+
+
+def _cli(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "soulx_live", *args, "--set", f"bus.runtime_dir={tmp_path / 'rt'}"],
+                          capture_output=True, text=True, timeout=60, cwd=CHECKOUT, check=False)
 
 
 def test_no_studio_flag(tmp_path: Path) -> None:
@@ -72,6 +85,8 @@ def test_no_studio_flag(tmp_path: Path) -> None:
             assert time.monotonic() < end and proc.poll() is None, "the daemon did not start"
             time.sleep(0.1)
         assert "preview" not in query_status(bus, timeout_s=2).sinks
+        refused = _cli(tmp_path, "studio")
+        assert refused.returncode == 1 and "the Studio is off" in refused.stderr, refused.stderr
     finally:
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=30)

@@ -30,7 +30,7 @@ async function api(path, body, raw) {
   let data = {};
   try { data = await resp.json(); } catch (e) { data = { message: resp.statusText }; }
   if (resp.status === 401 || resp.status === 403) {
-    show("Refused: not logged in. Open the one-time link that soulx-live run printed.", "error");
+    show("Refused: not logged in. Open the one-time link that soulx-live run printed (soulx-live studio prints a new one).", "error");
     throw new Error("refused");
   }
   if (!resp.ok) {
