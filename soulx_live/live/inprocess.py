@@ -48,8 +48,8 @@ class InProcessDriver(DriverBase):
         return self.parts.session.epoch + 1  # the engine thread resets the session when it sees it
 
     def push_phonemes(self, spans: Phonemes) -> None:
-        base = self._frame_offset * self.parts.session.spec.samples_per_frame if self.parts.session.spec else 0
-        moved = [(a - base, b - base, ph) for a, b, ph in self.parts.session.shift_to_engine(spans) if b - base > 0]
+        spec = self.parts.session.spec  # a replacing session's own timeline starts at its first frame
+        moved = self.parts.session.shift_to_engine(spans, self._frame_offset * spec.samples_per_frame if spec else 0)
         if moved:
             self._pending_phonemes.append(moved)
 
