@@ -254,3 +254,13 @@ def test_new_avatar_starts_a_new_session_that_continues_the_frame_timeline(isola
     assert earlier and later
     assert later[0].first_frame >= earlier[-1].first_frame + earlier[-1].n  # the timeline goes on, never back
     assert new_id != first
+
+
+def test_open_browser_opens_the_login_link(monkeypatch: pytest.MonkeyPatch) -> None:
+    import webbrowser
+
+    opened: list[str] = []
+    monkeypatch.setattr(webbrowser, "open", opened.append)  # the system browser itself is the boundary here
+    with running_studio(**{"studio.open_browser": True}) as (_daemon, url):
+        assert opened == [url]
+        assert _login(url) is not None
