@@ -89,9 +89,10 @@ def _draws(driver: object) -> list[dict]:
     return driver.execute_script("return window.studio.draws.splice(0)")  # type: ignore[attr-defined,no-any-return]
 
 
-def test_studio_page_in_chromium(browser: object) -> None:
+def test_studio_page_in_chromium(browser: object, tmp_path: Path) -> None:
     driver = browser
-    overrides = {"engine.lite.width": SIZE, "engine.lite.height": SIZE}
+    overrides = {"engine.lite.width": SIZE, "engine.lite.height": SIZE,  # a recorder too: a sink's A/V offset chart
+                 "sinks.recorder.enabled": True, "sinks.recorder.path": str(tmp_path / "rec.mp4")}
     with running_studio(**overrides) as (daemon, url):
         base = url.split("/login")[0]
         # no login: refused, and the page says so
@@ -120,6 +121,8 @@ def test_studio_page_in_chromium(browser: object) -> None:
         assert np.abs(_canvas(driver, "chart-compute").astype(int) - charts_before.astype(int)).sum() > 0
         legend = driver.execute_script("return [...window.studio.charts.compute.series.keys()]")  # type: ignore[attr-defined]
         assert "compute" in legend and "budget" in legend
+        sinks = driver.execute_script("return [...window.studio.charts.av.series.keys()]")  # type: ignore[attr-defined]
+        assert "recorder" in sinks and "page" in sinks, sinks
 
         # typed speech opens the mouth while it plays ------------------------------------------------------
         driver.execute_script(OPENNESS_HOOK, _mouth_box())  # type: ignore[attr-defined]
