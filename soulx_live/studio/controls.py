@@ -10,6 +10,7 @@ import os
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -56,10 +57,12 @@ def decode_portrait(data: bytes) -> np.ndarray:
 class StudioControls:
     """``daemon``: the running :class:`~soulx_live.daemon.Daemon` (its status, interrupt, driver, push handler)."""
 
-    def __init__(self, daemon: Any, gates: dict[str, SinkGate]) -> None:
+    def __init__(self, daemon: Any, gates: dict[str, SinkGate],
+                 add_sink: Callable[[str], SinkGate] | None = None) -> None:
         self.daemon = daemon
         self.config = daemon.config
         self.gates = gates
+        self._add_sink = add_sink
         self.avatar: str = str(self.config.engine.avatar) if self.config.engine.avatar else "built-in"
         self.audio_pick = "none"
         self.audio_device: str | None = None
@@ -119,9 +122,18 @@ class StudioControls:
 
     def set_sink(self, name: str, enabled: bool) -> dict[str, Any]:
         gate = self.gates.get(name)
+        if gate is None and enabled and self._add_sink is not None:
+            try:
+                self._add_sink(name)
+            except ValueError as exc:
+                raise StudioError("no_sink", str(exc), 404) from None
+            except RuntimeError as exc:  # the session is not running (yet, or any more)
+                raise StudioError("not_running", f"cannot add sink {name} now: {exc}", 409) from None
+            log.info("studio: sink %s switched on (it was off in the config)", name)
+            return {"sink": name, "enabled": True}
         if gate is None:
-            raise StudioError("no_sink", f"no sink {name!r} in this run (sinks: {', '.join(self.gates) or 'none'}); "
-                                         f"enable it in the config (sinks.{name}.enabled) and restart", 404)
+            raise StudioError("no_sink", f"no sink {name!r} in this run (sinks: {', '.join(self.gates) or 'none'})",
+                              404)
         try:
             gate.set_enabled(enabled)
         except ValueError as exc:
@@ -131,7 +143,8 @@ class StudioControls:
 
     def sink_states(self) -> dict[str, str]:
         """The sinks switched off on the page (``status`` shows them so; the others report themselves)."""
-        return {name: "disabled" for name, gate in self.gates.items() if not gate.enabled}
+        return {name: gate.state if gate.state.startswith("failed") else "disabled"
+                for name, gate in self.gates.items() if not gate.enabled}
 
     # -- audio input -----------------------------------------------------------------------------
 

@@ -24,17 +24,21 @@ class SinkGate:
     """A :class:`~plugins.base.FrameSink` that forwards to ``inner`` while enabled.
 
     ``rebuild`` makes a new, unopened sink of the same kind for re-enabling (None: the sink cannot be reopened;
-    switching it off is then final for this run).
+    switching it off is then final for this run). A sink the page switched on that fails to open (no virtual
+    camera device, OBS not running) does not end its thread: the gate is off again and ``state`` says why.
+    ``inner`` None: a sink the config left off, built by ``rebuild`` when the page switches it on.
     """
 
-    def __init__(self, inner: FrameSink, rebuild: Callable[[], FrameSink] | None) -> None:
-        self.name = inner.name
+    def __init__(self, inner: FrameSink | None, rebuild: Callable[[], FrameSink] | None, *,
+                 name: str | None = None, queue_chunks: int = 0) -> None:
+        self.name = inner.name if inner is not None else str(name)
         self.inner: FrameSink | None = inner
-        self.queue_chunks = int(getattr(inner, "queue_chunks", 0))
+        self.queue_chunks = int(getattr(inner, "queue_chunks", queue_chunks))
         self._rebuild = rebuild
         self._spec: ChunkSpec | None = None
         self._want = True
         self._open = False
+        self._from_page = inner is None  # opened because of the page: a failure is reported, not raised
         self._lock = threading.Lock()
         self.state = "waiting"  # what status shows: waiting, open, disabled, failed: <why>
 
@@ -53,6 +57,7 @@ class SinkGate:
         if enabled and not self._want and self._rebuild is None:
             raise ValueError(f"sink {self.name} cannot be reopened in this run; restart the daemon to enable it")
         with self._lock:
+            self._from_page = self._from_page or (enabled and not self._want)
             self._want = enabled
 
     # -- the sink's thread (FrameSink) -----------------------------------------------------------
@@ -102,17 +107,35 @@ class SinkGate:
         with self._lock:
             want = self._want
         if want and not self._open and self._spec is not None:
-            if self.inner is None:
-                self.inner = self._rebuild() if self._rebuild is not None else None
-            if self.inner is not None:
-                self.inner.open(self._spec)
-                self._open, self.state = True, "open"
-                log.info("sink %s opened", self.name)
+            try:
+                if self.inner is None:
+                    self.inner = self._rebuild() if self._rebuild is not None else None
+                if self.inner is not None:
+                    self.inner.open(self._spec)
+                    self._open, self.state = True, "open"
+                    log.info("sink %s opened", self.name)
+            except Exception as exc:
+                if not self._from_page:
+                    raise  # a sink of the config that cannot open fails as it always did
+                self._failed(exc)
         elif not want and self._open:
             inner, self.inner, self._open = self.inner, None, False
             self.state = "disabled"
             if inner is not None:
                 inner.close()
                 log.info("sink %s closed", self.name)
-        elif not want:
+        elif not want and not self.state.startswith("failed"):
             self.state = "disabled"
+
+    def _failed(self, exc: Exception) -> None:
+        """Switched on from the page but it cannot open: off again, the reason in ``state`` (and the log)."""
+        inner, self.inner = self.inner, None
+        with self._lock:
+            self._want = False
+        self.state = f"failed: {exc}"
+        log.warning("sink %s could not be switched on: %s", self.name, exc)
+        if inner is not None:
+            try:
+                inner.close()
+            except Exception:  # noqa: BLE001 - half-open: closing is best effort
+                log.debug("closing the half-open sink %s failed", self.name, exc_info=True)

@@ -25,6 +25,7 @@ __all__ = ["StudioHost", "attach_studio"]
 log = logging.getLogger(__name__)
 
 SinkFactory = Callable[[SoulxConfig], list[FrameSink]]
+SINK_KINDS = ("recorder", "virtualcam", "virtualmic", "obs")  # the config's sinks, each switchable on the page
 
 
 class StudioHost:
@@ -35,18 +36,21 @@ class StudioHost:
         self.config: SoulxConfig = daemon.config
         self.auth = StudioAuth()
         self.gates: dict[str, SinkGate] = {}
-        self.controls = StudioControls(daemon, self.gates)
+        self.controls = StudioControls(daemon, self.gates, add_sink=self.add_sink)
         self.server: Any = None
         self.url: str | None = None
         self._announce = announce
         self._rebuilt = 0
+        self._build: tuple[SinkFactory, SoulxConfig] | None = None  # the run's own sink factory and config
 
     # -- composition -----------------------------------------------------------------------------
 
     def sink_factory(self, inner: SinkFactory) -> SinkFactory:
         """``inner``'s sinks, each behind a gate, and the preview sink."""
         def build(config: SoulxConfig) -> list[FrameSink]:
-            gates = [SinkGate(sink, self._rebuilder(inner, config, sink)) for sink in inner(config)]
+            self._build = (inner, config)
+            gates = [SinkGate(sink, self._rebuilder(inner, config, sink.name, getattr(sink, "path", None)))
+                     for sink in inner(config)]
             gates.append(SinkGate(self._preview(), self._preview))
             self.gates.clear()
             self.gates.update({gate.name: gate for gate in gates})
@@ -60,9 +64,22 @@ class StudioHost:
                            lambda epoch: server.send_json({"type": "flush", "epoch": epoch}) if server else None,
                            quality=self.config.studio.preview_quality)
 
-    def _rebuilder(self, inner: SinkFactory, config: SoulxConfig, first: FrameSink) -> Callable[[], FrameSink] | None:
-        """A fresh sink like ``first`` for re-enabling; the recorder writes a new numbered file (nothing is lost)."""
-        name = first.name
+    def add_sink(self, name: str) -> SinkGate:
+        """Switch on a sink the config left off: built and opened on its new fan-out thread (a failure to build
+        or open shows as its state, ``failed: <why>``)."""
+        if name not in SINK_KINDS or self._build is None:
+            raise ValueError(f"no sink kind {name!r}; one of {', '.join(SINK_KINDS)}")
+        inner, config = self._build
+        gate = SinkGate(None, self._rebuilder(inner, config, name, None), name=name,
+                        queue_chunks=16 if name == "recorder" else 0)  # the recorder prefers late to lost
+        self.daemon.fanout.add(gate)
+        self.gates[name] = gate
+        return gate
+
+    def _rebuilder(self, inner: SinkFactory, config: SoulxConfig, name: str,
+                   path: Path | None) -> Callable[[], FrameSink] | None:
+        """A fresh sink of kind ``name`` for (re-)enabling; a recorder that wrote ``path`` writes a new numbered file
+        (nothing is overwritten)."""
         section = getattr(config.sinks, name, None)
         if section is None or not hasattr(section, "enabled"):
             return None  # an injected sink (tests): it cannot be built again
@@ -70,10 +87,9 @@ class StudioHost:
         def rebuild() -> FrameSink:
             self._rebuilt += 1
             sinks = {key: {"enabled": key == name} for key in ("recorder", "virtualcam", "virtualmic", "obs")}
-            path = getattr(first, "path", None)  # the first recording's file (also when the daemon named it)
-            if name == "recorder" and path is not None:
-                path = Path(path)
-                sinks["recorder"]["path"] = str(path.with_name(f"{path.stem}-{self._rebuilt + 1}{path.suffix}"))
+            if name == "recorder" and path is not None:  # the first recording's file (also when the daemon named it)
+                old = Path(path)
+                sinks["recorder"]["path"] = str(old.with_name(f"{old.stem}-{self._rebuilt + 1}{old.suffix}"))
             update = config.model_copy(update={"sinks": config.sinks.model_copy(update={
                 key: getattr(config.sinks, key).model_copy(update=value) for key, value in sinks.items()})})
             return next(s for s in inner(update) if s.name == name)
@@ -141,7 +157,9 @@ class StudioHost:
             "state": status.state, "engine": status.engine, "session": status.session_id, "detail": status.detail,
             "uptime_s": status.uptime_s, "chunks": status.chunks_done, "restarts": status.restarts,
             "sinks": [{"name": name, "enabled": gate.enabled, "state": status.sinks.get(name, gate.state),
-                       "can_reopen": gate.can_reopen} for name, gate in self.gates.items()],
+                       "can_reopen": gate.can_reopen} for name, gate in self.gates.items()]
+            + [{"name": name, "enabled": False, "state": "off in the config", "can_reopen": True}
+               for name in SINK_KINDS if name not in self.gates and self._build is not None],
             "avatar": self.controls.avatar,
             "audio": {"configured": cfg.audio.source, "pick": self.controls.audio_pick,
                       "device": self.controls.audio_device, "switchable": bridge is not None,

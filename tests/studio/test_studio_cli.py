@@ -44,7 +44,7 @@ def test_run_prints_the_one_time_link_to_stdout_only(tmp_path: Path) -> None:
             assert time.monotonic() < end, state
             time.sleep(0.1)
         assert state["audio"]["configured"] == "push"  # no audio named: the avatar waits for text or a picked input
-        assert [s["name"] for s in state["sinks"]] == ["preview"]
+        assert [s["name"] for s in state["sinks"] if s["enabled"]] == ["preview"]
         status = subprocess.run([sys.executable, "-m", "soulx_live", "status", "--set",
                                  f"bus.runtime_dir={tmp_path / 'rt'}"], capture_output=True, text=True, timeout=60, check=False,
                                 cwd=CHECKOUT)

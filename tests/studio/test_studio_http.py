@@ -61,7 +61,9 @@ def test_state_health_say_interrupt_and_status() -> None:
         page = _login(url)
         state = page.request("/api/state").json()
         assert state["engine"] == "lite" and state["tts"]["available"]
-        assert [s["name"] for s in state["sinks"]] == ["preview"]
+        assert [s["name"] for s in state["sinks"] if s["enabled"]] == ["preview"]
+        assert {s["name"]: s["state"] for s in state["sinks"] if not s["enabled"]} == {
+            name: "off in the config" for name in ("recorder", "virtualcam", "virtualmic", "obs")}
         samples = []
         for _ in range(3):
             samples.append(page.request("/api/health").json())
@@ -93,8 +95,32 @@ def test_sink_toggle_closes_and_reopens_and_status_shows_it() -> None:
         assert page.request("/api/state").json()["sinks"][0]["state"] == "disabled"
         assert page.request("/api/sinks/preview", {"enabled": True}).status == 200
         wait_for(lambda: gate.inner is not None and daemon.status().sinks["preview"] != "disabled", 5, "reopened")
-        missing = page.request("/api/sinks/virtualcam", {"enabled": True})
-        assert missing.status == 404 and "sinks.virtualcam.enabled" in missing.json()["message"]
+        missing = page.request("/api/sinks/projector", {"enabled": True})
+        assert missing.status == 404 and "virtualcam" in missing.json()["message"]
+
+
+def test_sinks_off_in_the_config_can_be_switched_on(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A recorder the config left off starts recording when switched on (a new file in the working folder); a
+    virtual camera with no camera device to open says why, and the run goes on."""
+    monkeypatch.chdir(tmp_path)
+    with running_studio() as (daemon, url):
+        page = _login(url)
+        wait_for(lambda: daemon.status().chunks_done > 2, 15, "the session")
+        assert page.request("/api/sinks/recorder", {"enabled": True}).status == 200
+        wait_for(lambda: daemon.status().sinks.get("recorder", "").endswith("chunks"), 15, "the recorder to record")
+        time.sleep(1.0)
+        assert page.request("/api/sinks/recorder", {"enabled": False}).status == 200
+        wait_for(lambda: any(tmp_path.glob("soulx-live-*.mp4")), 10, "the recording to be finished")
+        assert page.request("/api/sinks/virtualcam", {"enabled": True}).status == 200
+        wait_for(lambda: daemon.status().sinks.get("virtualcam", "").startswith("failed: "), 15, "the camera's failure")
+        why = daemon.status().sinks["virtualcam"]
+        state = {s["name"]: s for s in page.request("/api/state").json()["sinks"]}
+        assert state["virtualcam"]["state"] == why and not state["virtualcam"]["enabled"]
+        assert daemon.status().state == "running" and daemon.status().sinks["preview"].endswith("chunks")
+    from studio_support import probe_frames
+
+    assert probe_frames(next(tmp_path.glob("soulx-live-*.mp4"))) >= 20
+    print("virtual camera switched on without a device:", why)
 
 
 def test_avatar_without_a_face_is_refused_by_name() -> None:

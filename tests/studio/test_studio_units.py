@@ -107,3 +107,19 @@ def test_preview_message_is_the_frames_and_exactly_their_audio() -> None:
     assert head["epoch"] == 3 and head["first_frame"] == 4 and head["fps"] == 25.0 and len(head["sizes"]) == 2
     audio = np.frombuffer(data[4 + n + sum(head["sizes"]):], "<i2")
     assert audio.shape == (1280,) and abs(int(audio[0]) - round(0.25 * 32767)) <= 1
+
+
+def test_a_sink_switched_on_from_the_page_that_cannot_open_says_why_and_stays_off() -> None:
+    class Broken(Recording):
+        def open(self, spec: ChunkSpec) -> None:
+            raise RuntimeError("no camera device (modprobe v4l2loopback)")
+
+    log: list[str] = []
+    gate = SinkGate(None, lambda: Broken(log, 1), name="virtualcam")
+    gate.open(SPEC)  # the page switched it on: opened on its thread, fails, reported
+    assert gate.state == "failed: no camera device (modprobe v4l2loopback)" and not gate.enabled
+    gate.write(_chunk(0))  # its thread goes on, dropping
+    assert gate.inner is None
+    configured = SinkGate(Broken(log, 2), None)
+    with pytest.raises(RuntimeError, match="no camera device"):
+        configured.open(SPEC)  # a sink of the config fails as it always did
