@@ -99,11 +99,14 @@ def test_sink_toggle_closes_and_reopens_and_status_shows_it() -> None:
         assert missing.status == 404 and "virtualcam" in missing.json()["message"]
 
 
-def test_sinks_off_in_the_config_can_be_switched_on(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("isolation", ["thread", "process"])
+def test_sinks_off_in_the_config_can_be_switched_on(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                    isolation: str) -> None:
     """A recorder the config left off starts recording when switched on (a new file in the working folder); a
-    virtual camera with no camera device to open says why, and the run goes on."""
+    virtual camera with no camera device to open says why, and the run goes on (also behind the hold filler of
+    process isolation)."""
     monkeypatch.chdir(tmp_path)
-    with running_studio() as (daemon, url):
+    with running_studio(**{"supervisor.isolation": isolation}) as (daemon, url):
         page = _login(url)
         wait_for(lambda: daemon.status().chunks_done > 2, 15, "the session")
         assert page.request("/api/sinks/recorder", {"enabled": True}).status == 200
