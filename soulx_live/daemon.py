@@ -215,7 +215,7 @@ class Daemon:
             engine=self.config.engine.kind, session_id=c.session_id, chunks_done=view.chunks, restarts=view.restarts,
             uptime_s=time.monotonic() - c.started_mono, detail=detail,
             sinks={**c.sinks, **(self.studio.sink_states() if self.studio else {})},
-            metrics=self.hub.snapshot(*self.driver.memory))
+            metrics=self.hub.snapshot(*self.driver.memory), studio_url=(self.studio.url or "") if self.studio else "")
 
     # -- internals -------------------------------------------------------------------------------
 

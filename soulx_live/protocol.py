@@ -270,6 +270,7 @@ class StatusReply(_Msg):
     detail: str = ""
     sinks: dict[str, str] = {}
     metrics: dict[str, float] = {}  # soulx_live.metrics snapshot (name -> value) for `soulx-live status`
+    studio_url: str = ""  # the Studio page (no login code: `soulx-live studio` prints one), "" when off
 
 
 class StopRequest(_Msg):

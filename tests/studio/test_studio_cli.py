@@ -49,6 +49,7 @@ def test_run_prints_the_one_time_link_to_stdout_only(tmp_path: Path) -> None:
                                  f"bus.runtime_dir={tmp_path / 'rt'}"], capture_output=True, text=True, timeout=60, check=False,
                                 cwd=CHECKOUT)
         assert status.returncode == 0 and "sink preview" in status.stdout, status.stdout + status.stderr
+        assert re.search(rf"^studio\s+{re.escape(base)}/ ", status.stdout, re.M), status.stdout
         links = [LINK.search(_cli(tmp_path, "studio").stdout) for _ in range(2)]  # a lost session: new links
         assert all(links) and links[0].group(3) != links[1].group(3)  # type: ignore[union-attr]
         assert Page(base).request(links[0].group(2)).status == 403  # type: ignore[union-attr] # replaced, unused
