@@ -137,5 +137,5 @@ class SinkGate:
         if inner is not None:
             try:
                 inner.close()
-            except Exception:  # noqa: BLE001 - half-open: closing is best effort
+            except Exception:  # half-open: closing is best effort
                 log.debug("closing the half-open sink %s failed", self.name, exc_info=True)

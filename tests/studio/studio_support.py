@@ -18,6 +18,8 @@ from live_support import DaemonThread, ProbeSink, live_config, short_tmp, wait_f
 
 from soulx_live.daemon import Daemon
 
+__all__ = ["SHARED_DATA", "Page", "ProbeSink", "Reply", "probe_frames", "running_studio", "studio_config", "wait_for"]
+
 SHARED_DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
 
 
