@@ -7,11 +7,13 @@ PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 EXTRAS ?= engine,vcam,obs,http,tts,audio,test
 # What pip cannot install: PulseAudio + PortAudio (audio tests), the system espeak-ng (its fallback path; the
-# default TTS uses the espeakng-loader wheel), OBS Studio under Xvfb. Debian/Ubuntu names, used by .ci/run too.
-SYSTEM_PACKAGES := libportaudio2 pulseaudio pulseaudio-utils libasound2-plugins espeak-ng obs-studio xvfb iproute2
+# default TTS uses the espeakng-loader wheel), OBS Studio under Xvfb, Chromium and its chromedriver (the Studio
+# page in a real browser). Debian/Ubuntu names, used by .ci/run too.
+SYSTEM_PACKAGES := libportaudio2 pulseaudio pulseaudio-utils libasound2-plugins espeak-ng obs-studio xvfb iproute2 \
+	chromium chromium-driver
 # A missing prerequisite of a system group fails instead of skipping (tests/conftest.py); CUDA only where
 # nvidia-smi sees a GPU, since no package can provide one.
-REQUIRE_FLAGS := REQUIRE_PULSEAUDIO=1 REQUIRE_OBS=1 REQUIRE_ESPEAK=1 REQUIRE_NETNS=1 \
+REQUIRE_FLAGS := REQUIRE_PULSEAUDIO=1 REQUIRE_OBS=1 REQUIRE_ESPEAK=1 REQUIRE_NETNS=1 REQUIRE_CHROMIUM=1 \
 	$(shell nvidia-smi -L >/dev/null 2>&1 && echo REQUIRE_CUDA=1)
 
 .PHONY: demo test test-system system-packages install clean

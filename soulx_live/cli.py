@@ -17,9 +17,13 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from soulx_live import __version__
 from soulx_live.log import setup_logging
+
+if TYPE_CHECKING:
+    from soulx_live.config import SoulxConfig
 
 __all__ = ["EXIT_FAILURE", "EXIT_NO_DAEMON", "EXIT_OK", "EXIT_USAGE", "main"]
 
@@ -74,6 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--record", metavar="OUT.mp4", type=Path, help="also record the output to this mp4")
     run.add_argument("--remote", metavar="HOST:PORT", help="use the engine of `soulx-live serve` there (remote.address)")
     run.add_argument("--server-key", metavar="KEY", help="the server's public key, text or .key file (remote.server_public_key)")
+    run.add_argument("--open", action="store_true", help="open the Studio page in the default browser")
+    run.add_argument("--no-studio", action="store_true", help="do not serve the Studio page (studio.enabled=false)")
 
     demo = command("demo", "built-in speech -> lite renderer -> bus -> recorder: writes a playable mp4")
     demo.add_argument("-o", "--output", metavar="OUT.mp4", type=Path, default=DEFAULT_DEMO_OUT,
@@ -100,7 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 # Commands that live in their own module (soulx_live/commands/<name>.py). Each module defines NAME, HELP,
 # add_arguments(parser) and run(args, config_loader) -> exit code, and imports nothing heavy at import time.
-EXTRA_COMMANDS: tuple[str, ...] = ("bench", "interrupt", "keys", "obs", "say", "serve")
+EXTRA_COMMANDS: tuple[str, ...] = ("bench", "interrupt", "keys", "obs", "say", "serve", "studio")
 
 
 def _extra_command_modules() -> list[object]:
@@ -164,11 +170,34 @@ def cmd_run(args: argparse.Namespace) -> int:
         extra["remote.address"] = args.remote
     if args.server_key is not None:
         extra["remote.server_public_key"] = args.server_key
+    if args.open:
+        extra["studio.open_browser"] = True
     config = load(args, extra)
     _configure_logging(args, config, "daemon")
     from soulx_live.daemon import Daemon
 
-    return Daemon(config).run()
+    config = _studio_defaults(config, args)  # type: ignore[arg-type]
+    return Daemon(config, announce=_out).run()  # the Studio's one-time link: to stdout, never to the log (stderr)
+
+
+def _studio_defaults(config: SoulxConfig, args: argparse.Namespace) -> SoulxConfig:
+    """``run`` serves the Studio unless told not to (studio.enabled null means "on here"); with the Studio and no
+    audio named (no --audio, no audio.file), the avatar waits for typed text or a picked input (audio.source=push)
+    instead of playing the built-in demo speech and exiting."""
+    import importlib.util
+
+    off = args.no_studio or config.studio.enabled is False
+    if not off and config.studio.enabled is None and importlib.util.find_spec("aiohttp") is None:
+        log.warning('the Studio page needs aiohttp (pip install "soulx-live[http]"); '
+                    "running without it")
+        off = True
+    if off:
+        return config.model_copy(update={"studio": config.studio.model_copy(update={"enabled": False})})
+    update: dict[str, object] = {"studio": config.studio.model_copy(update={"enabled": True})}
+    if args.audio is None and config.audio.source == "file" and config.audio.file is None:
+        update["audio"] = config.audio.model_copy(update={"source": "push"})
+    return config.model_copy(update=update)
+
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

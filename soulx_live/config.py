@@ -48,6 +48,7 @@ __all__ = [
     "RecorderConfig",
     "SinksConfig",
     "SoulxConfig",
+    "StudioConfig",
     "SupervisorConfig",
     "TtsConfig",
     "VirtualCamConfig",
@@ -279,6 +280,15 @@ class RemoteConfig(_Section):
     audio_codec: Literal["pcm"] = "pcm"  # audio down and up: 16-bit PCM
     link_timeout_s: float = Field(2.0, gt=0)  # nothing heard for this long: the link is down (client reconnects, server ends the session)
     jitter_max_s: float = Field(0.3, ge=0)  # the jitter buffer never holds more than this
+class StudioConfig(_Section):
+    """The local control page (:mod:`soulx_live.studio`): preview, controls and health in a browser."""
+
+    enabled: bool | None = None  # None: on for `soulx-live run`, off for embedded daemons and `demo`
+    host: str = "127.0.0.1"
+    port: int = Field(47880, ge=0, le=65535)  # 0: any free port; the push API's HTTP routes share it
+    open_browser: bool = False  # `soulx-live run --open`
+    preview_quality: int = Field(80, ge=10, le=100)  # JPEG quality of the preview frames
+    max_upload_mb: float = Field(15.0, gt=0)  # largest avatar image accepted
 
 
 class LoggingConfig(_Section):
@@ -305,6 +315,7 @@ class SoulxConfig(_Section):
     push: PushConfig = PushConfig()
     metrics: MetricsConfig = MetricsConfig()
     remote: RemoteConfig = RemoteConfig()
+    studio: StudioConfig = StudioConfig()
     logging: LoggingConfig = LoggingConfig()
 
     def to_yaml(self) -> str:

@@ -52,6 +52,7 @@ from soulx_live.live.supervised import SupervisedDriver
 from soulx_live.live.threads import ThreadGroup
 from soulx_live.push_bridge import PushBridge
 from soulx_live.runtime_dir import endpoint, remove_socket_files
+from soulx_live.studio.host import attach_studio
 
 __all__ = ["Daemon"]
 
@@ -73,8 +74,10 @@ class Daemon:
 
     def __init__(self, config: SoulxConfig, *,
                  engine_factory: Callable[[SoulxConfig], AvatarEngine] = build_engine,
-                 sink_factory: Callable[[SoulxConfig], list[FrameSink]] = build_sinks) -> None:
+                 sink_factory: Callable[[SoulxConfig], list[FrameSink]] = build_sinks,
+                 announce: Callable[[str], None] | None = None) -> None:
         self.config = config
+        self.studio, sink_factory = attach_studio(self, sink_factory, announce)  # the control page (studio.enabled)
         self.isolation = choose_isolation(config, injected_engine=engine_factory is not build_engine)
         self.lifecycle = Lifecycle()
         self.session = LiveSession()
@@ -105,8 +108,11 @@ class Daemon:
         restore = self._signals.install()
         try:
             self.hub.start()
+            if self.studio is not None:
+                self.studio.start()
             control = ControlServer(endpoint("cli", self.config.bus),
-                                    ControlHandlers(status=self.status, stop=self.request_stop, interrupt=self.interrupt))
+                                    ControlHandlers(status=self.status, stop=self.request_stop, interrupt=self.interrupt,
+                                                    studio_link=self.studio.new_link if self.studio else lambda: None))
             self.threads.start("control", control.serve, lambda: self.lifecycle.closing)
             self.threads.start("engine", self.driver.run)
             self._wait_running()
@@ -117,6 +123,8 @@ class Daemon:
             if self._engine_running():
                 self.driver.abort()  # no engine process may outlive the daemon
                 self.threads.join_all(JOIN_S)
+            if self.studio is not None:
+                self.studio.close()
             self.hub.close()
             remove_socket_files(self.config.bus)  # every socket of this run is closed (a live daemon refused us)
             restore()
@@ -208,8 +216,9 @@ class Daemon:
         return protocol.StatusReply(
             state=state if state in STATUS_STATES else "running",  # type: ignore[arg-type]
             engine=self.config.engine.kind, session_id=c.session_id, chunks_done=view.chunks, restarts=view.restarts,
-            uptime_s=time.monotonic() - c.started_mono, detail=detail, sinks=dict(c.sinks),
-            metrics=self.hub.snapshot(*self.driver.memory))
+            uptime_s=time.monotonic() - c.started_mono, detail=detail,
+            sinks={**c.sinks, **(self.studio.sink_states() if self.studio else {})},
+            metrics=self.hub.snapshot(*self.driver.memory), studio_url=(self.studio.url or "") if self.studio else "")
 
     # -- internals -------------------------------------------------------------------------------
 

@@ -104,12 +104,15 @@ class EngineClient:
         with self._lock:
             return self._sent_samples + self._pending_samples
 
-    def start_session(self, session_id: str, *, seed: int = 0, prompt: str = "", avatar: bytes | None = None) -> None:
-        """Start (or replace) the session; ``avatar`` is an image file's bytes (None: built-in avatar)."""
+    def start_session(self, session_id: str, *, seed: int = 0, prompt: str = "", avatar: bytes | None = None,
+                      first_frame: int = 0) -> None:
+        """Start (or replace) the session; ``avatar`` is an image file's bytes (None: built-in avatar);
+        ``first_frame``: where a replacing session's frames continue the frame timeline."""
         import hashlib
 
         sha = hashlib.sha256(avatar).hexdigest() if avatar is not None else None
-        msg = p.StartSession(session_id=session_id, seed=seed, prompt=prompt, avatar_sha256=sha)
+        msg = p.StartSession(session_id=session_id, seed=seed, prompt=prompt, avatar_sha256=sha,
+                             first_frame=first_frame)
         start = _Outgoing([p.encode(msg)] + ([avatar] if avatar is not None else []), kind="start")
         with self._lock:
             # what is still queued for a replaced session would be refused (or, a stale StartSession

@@ -51,6 +51,7 @@ from engine.interface import (
 from soulx_live import protocol as p
 from soulx_live.bus import FramePublisher
 from soulx_live.corrections import correction_counts
+from soulx_live.timeline import shift_frames
 
 __all__ = ["EXIT_CONFIG", "EXIT_CRASH", "EXIT_OK", "EXIT_PARENT_GONE", "EngineWorker", "WorkerOptions"]
 
@@ -116,6 +117,7 @@ class EngineWorker:
         self._model = model or engine.name
         self._session: AvatarSession | None = None
         self._last_frame = -1  # of the current session
+        self._frame_offset = 0  # added to the session's frame indices (StartSession.first_frame)
         # audio received but not yet pushed into the session, with its session-timeline t0 (AudioIn.t0)
         self._staged: deque[tuple[int, np.ndarray]] = deque()
         self._staged_samples = 0
@@ -207,6 +209,7 @@ class EngineWorker:
         self._session = self.engine.start_session(
             SessionRequest(session_id=msg.session_id, avatar=avatar, prompt=msg.prompt, seed=msg.seed))
         self._last_frame = -1
+        self._frame_offset = msg.first_frame  # a replacing session continues the frame timeline
         log.info("session %s started", msg.session_id)
         self._send(p.SessionStarted(session_id=msg.session_id, first_frame=0))
 
@@ -333,7 +336,7 @@ class EngineWorker:
         """Make, publish and count one chunk; heartbeat right after (the loop proves its progress)."""
         assert self._session is not None
         start = time.perf_counter()
-        chunk = self._session.next_chunk()
+        chunk = shift_frames(self._session.next_chunk(), self._frame_offset, self.spec.samples_per_frame)
         self._last_step_ms = (time.perf_counter() - start) * 1000
         self._publisher.publish(chunk, self.spec, epoch=self.epoch)
         self._played_until = max(self._played_until, time.monotonic()) + chunk.num_frames / float(self.spec.fps)

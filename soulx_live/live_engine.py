@@ -92,9 +92,10 @@ class WorkerEngine:
 
     # -- session ---------------------------------------------------------------------------------
 
-    def start_session(self, session_id: str, *, seed: int, prompt: str, avatar: Path | None) -> None:
+    def start_session(self, session_id: str, *, seed: int, prompt: str, avatar: Path | None,
+                      first_frame: int = 0) -> None:
         data = avatar.read_bytes() if avatar is not None else None
-        self.client.start_session(session_id, seed=seed, prompt=prompt, avatar=data)
+        self.client.start_session(session_id, seed=seed, prompt=prompt, avatar=data, first_frame=first_frame)
 
     def push_audio(self, pcm: np.ndarray) -> None:
         self.client.push_audio(pcm)

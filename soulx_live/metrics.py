@@ -88,6 +88,8 @@ class DaemonMetrics:
         self._rtf_last.set(ratio)
         self._remember("chunk_compute_s", compute_s)
         self._remember("chunk_compute_ratio", ratio)
+        self._set_total("chunk_compute_last_s", compute_s)  # the Studio's live chart: latest vs its budget
+        self._set_total("chunk_budget_s", duration_s)
 
     def observe_ttff(self, seconds: float) -> None:
         self._ttff.set(seconds)

@@ -14,7 +14,7 @@ socket        direction                       carries
 ``events``    engine PUSH -> daemon           Ready, Heartbeat, SessionStarted, EngineError, ShutdownAck
 ``frames``    engine PUB -> sinks SUB         [b"frames", FrameHeader, rgb24, f32le] | [b"frames", EndOfStream]
                                               | [b"status", EngineStatus]
-``cli``       CLI REQ -> daemon REP           StatusRequest/StatusReply, StopRequest/Ack
+``cli``       CLI REQ -> daemon REP           StatusRequest/StatusReply, StopRequest/Ack, StudioLinkRequest/Ack
 ============  ==============================  ==============================================================
 
 Timing: audio samples at ``sample_rate`` are the one clock. Frame ``k`` of a session is shown at sample
@@ -61,6 +61,7 @@ __all__ = [
     "StatusRequest",
     "StopRequest",
     "StopSession",
+    "StudioLinkRequest",
     "decode",
     "encode",
 ]
@@ -194,6 +195,7 @@ class StartSession(_Msg):
     seed: int = 0
     prompt: str = ""
     avatar_sha256: str | None = None
+    first_frame: int = 0  # a replacing session (new avatar) continues the frame timeline here
 
 
 class SessionStarted(_Msg):
@@ -268,10 +270,15 @@ class StatusReply(_Msg):
     detail: str = ""
     sinks: dict[str, str] = {}
     metrics: dict[str, float] = {}  # soulx_live.metrics snapshot (name -> value) for `soulx-live status`
+    studio_url: str = ""  # the Studio page (no login code: `soulx-live studio` prints one), "" when off
 
 
 class StopRequest(_Msg):
     pass
+
+
+class StudioLinkRequest(_Msg):
+    """A fresh one-time login link for the Studio page (answered with an Ack carrying it; ipc only)."""
 
 
 class Ack(_Msg):
@@ -281,7 +288,8 @@ class Ack(_Msg):
 
 Message = Union[
     FrameHeader, EndOfStream, EngineStatus, SpecInfo, Ready, Heartbeat, StartSession, SessionStarted, AudioIn,
-    PhonemesIn, Interrupt, StopSession, Shutdown, ShutdownAck, EngineError, StatusRequest, StatusReply, StopRequest, Ack,
+    PhonemesIn, Interrupt, StopSession, Shutdown, ShutdownAck, EngineError, StatusRequest, StatusReply, StopRequest,
+    StudioLinkRequest, Ack,
 ]
 
 MAX_MESSAGE_BYTES = 4 << 20  # the largest encoded message accepted (the biggest real one is a few KB)

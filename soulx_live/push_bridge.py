@@ -131,14 +131,15 @@ class PushBridge:
         log.info("push %s: %.2f s of audio at %.2f s", utterance_id, data.shape[0] / self.sample_rate, start / self.sample_rate)
         return _receipt(utterance_id, start, int(data.shape[0]))
 
-    def say(self, text: str, *, voice: str | None, utterance_id: str) -> Any:
-        """Synthesise ``text`` and queue it like pushed PCM, with its phoneme timings for the engine."""
+    def say(self, text: str, *, voice: str | None, utterance_id: str, synth: Any = None) -> Any:
+        """Synthesise ``text`` and queue it like pushed PCM, with its phoneme timings for the engine.
+        ``synth``: another synthesizer than the configured one (the Studio's speaking rate)."""
         if not text.strip():
             self.rejected += 1
             raise ValueError(f"utterance {utterance_id}: nothing to say (empty text)")
         with self._lock:  # a full queue is refused before the (slow) synthesis
             self._make_room(0, utterance_id)
-        utterance = self._synth().synthesize(text, voice)
+        utterance = (synth or self._synth()).synthesize(text, voice)
         if utterance.sample_rate != self.sample_rate:
             raise ValueError(f"the TTS returned {utterance.sample_rate} Hz audio; the engine takes {self.sample_rate} Hz")
         data = self._check(utterance.pcm, utterance_id)

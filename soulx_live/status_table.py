@@ -44,6 +44,8 @@ def format_status(reply: StatusReply) -> str:
         ("chunks", str(reply.chunks_done)),
         ("restarts", str(reply.restarts)),
     ]
+    if reply.studio_url:
+        rows.append(("studio", f"{reply.studio_url}/  (a login link: soulx-live studio)"))
     rows += [(f"sink {name}", state) for name, state in sorted(reply.sinks.items())]
     metrics = reply.metrics
     for key, label, scale, unit in _METRIC_ROWS:

@@ -69,6 +69,17 @@ def _obs_missing() -> str | None:
     return _missing_tools(("obs", "Xvfb"), "obs-studio xvfb")
 
 
+def _chromium_missing() -> str | None:
+    missing = _missing_tools(("chromium", "chromedriver"), "chromium chromium-driver")
+    if missing:
+        return missing
+    try:
+        import selenium  # noqa: F401 - drives the system browser through the system chromedriver
+    except ImportError:
+        return 'selenium not installed (pip install -e ".[test]")'
+    return None
+
+
 def _system_espeak_missing() -> str | None:
     # In a child process: here the wheel's copy may be loaded already, and the loader would hand it back
     # for the bare name libespeak-ng.so.1 (same soname), hiding a missing system library.
@@ -107,6 +118,7 @@ SYSTEM_GROUPS = {g.name: g for g in (
     SystemGroup("pulseaudio", "REQUIRE_PULSEAUDIO", _pulseaudio_missing),
     SystemGroup("obs", "REQUIRE_OBS", _obs_missing),
     SystemGroup("espeak", "REQUIRE_ESPEAK", _system_espeak_missing),
+    SystemGroup("chromium", "REQUIRE_CHROMIUM", _chromium_missing),
     SystemGroup("cuda", "REQUIRE_CUDA", _cuda_missing),
     SystemGroup("netns", "REQUIRE_NETNS", _netns_missing),
 )}

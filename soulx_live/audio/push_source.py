@@ -18,7 +18,7 @@ import math
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 
@@ -43,6 +43,8 @@ class PushSource:
         self._head = 0  # samples of _queue[0] already yielded
         self._position = 0  # samples yielded so far
         self._stop = threading.Event()
+        # another live input mixed under the pushed audio (the Studio's microphone pick): (n) -> n samples
+        self.mix: Callable[[int], np.ndarray] | None = None
 
     @property
     def position(self) -> int:
@@ -96,6 +98,9 @@ class PushSource:
                     self._queue.popleft()
                     self._head = 0
             self._position += self.block_samples
+        mix = self.mix
+        if mix is not None:
+            out += mix(self.block_samples)
         return out
 
     def blocks(self) -> Iterator[np.ndarray]:

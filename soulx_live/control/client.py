@@ -8,7 +8,7 @@ from soulx_live.config import BusConfig
 from soulx_live.errors import DaemonError, DaemonUnavailable
 from soulx_live.protocol import StatusReply
 
-__all__ = ["query_status", "request_interrupt"]
+__all__ = ["query_status", "request_interrupt", "request_studio_link"]
 
 
 def query_status(bus: BusConfig, timeout_s: float = 2.0) -> StatusReply:
@@ -28,6 +28,14 @@ def request_interrupt(bus: BusConfig, timeout_s: float = 2.0) -> int:
     if not isinstance(reply, protocol.Ack) or not reply.ok:
         raise DaemonError(f"the daemon refused the interrupt: {getattr(reply, 'message', type(reply).__name__)}")
     return int(reply.message.rpartition(" ")[2])
+
+
+def request_studio_link(bus: BusConfig, timeout_s: float = 2.0) -> str:
+    """A fresh one-time login link for the running daemon's Studio page (the previous link stops working)."""
+    reply = _request(bus, protocol.StudioLinkRequest(), timeout_s)
+    if not isinstance(reply, protocol.Ack) or not reply.ok:
+        raise DaemonError(f"no Studio link: {getattr(reply, 'message', type(reply).__name__)}")
+    return reply.message
 
 
 def _request(bus: BusConfig, msg: protocol.Message, timeout_s: float) -> protocol.Message:

@@ -24,6 +24,7 @@ class ControlHandlers:
     status: Callable[[], protocol.StatusReply]
     stop: Callable[[str], None]
     interrupt: Callable[[], int]  # returns the new epoch
+    studio_link: Callable[[], str | None] = lambda: None  # a fresh one-time Studio link (None: no Studio)
 
 
 class ControlServer:
@@ -79,4 +80,11 @@ class ControlServer:
             return protocol.Ack(ok=True, message="draining")
         if isinstance(msg, protocol.Interrupt):  # barge-in from a client; its epoch field is not used
             return protocol.Ack(ok=True, message=f"epoch {self._handlers.interrupt()}")
+        if isinstance(msg, protocol.StudioLinkRequest):
+            if not self.address.startswith("ipc://"):  # tcp control sockets are not authenticated: no login links
+                return protocol.Ack(ok=False, message="login links are only given over the private ipc socket "
+                                                      "(bus.transport=ipc)")
+            link = self._handlers.studio_link()
+            return protocol.Ack(ok=link is not None, message=link or "the Studio is off in this daemon "
+                                                                    "(studio.enabled=false or --no-studio)")
         return protocol.Ack(ok=False, message=f"the daemon does not handle {type(msg).__name__}")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 from engine.interface import ChunkSpec
@@ -79,6 +80,9 @@ class EngineDriver(Protocol):
     def abort(self) -> None:
         """The daemon is exiting now: end whatever of the engine is still running (no orphan survives it)."""
 
+    def change_avatar(self, path: Path) -> None:
+        """A new session with this portrait (thread-safe)."""
+
     @property
     def pid(self) -> int | None: ...
 
@@ -94,6 +98,12 @@ class DriverBase:
     def __init__(self, parts: RunParts) -> None:
         self.parts = parts
         self.intake: AudioIntake | None = None
+        self.pending_avatar: Path | None = None  # a new session with this portrait, at the engine thread's next step
+
+    def change_avatar(self, path: Path) -> None:
+        """Start a new session with the portrait at ``path`` (any thread; the engine thread switches). The caller
+        has checked the image (a face in it) and interrupted what was being said."""
+        self.pending_avatar = path
 
     def open_intake(self, spec: ChunkSpec) -> AudioIntake:
         """The configured audio source behind an intake ring (stopped at once when a stop came meanwhile)."""

@@ -46,17 +46,32 @@ class SinkFanout:
         self._lifecycle = lifecycle
         self._metrics = metrics
         self._threads = threads
+        self._started: tuple[str, bool] | None = None  # (bus address, hold) once start() ran
 
     def start(self, address: str, *, hold: bool) -> None:
         """One thread per sink in :attr:`sinks`. ``hold`` (process isolation): each sink behind a HoldingSink,
         and its thread subscribes before the spec is known (the worker waits for its subscribers)."""
         if not self.sinks:
             log.warning("no sinks enabled: frames go only to the bus at %s", address)
+        self._started = (address, hold)
         for sink in self.sinks:
-            self._session.counters.sinks[sink.name] = "opening"
-            ready = threading.Event()
-            self._threads.start(SINK_PREFIX + sink.name, self._sink_loop, sink, address, ready, hold)
-            ready.wait(SUBSCRIBER_WAIT_S)
+            self._start_one(sink, address, hold)
+
+    def add(self, sink: FrameSink) -> None:
+        """A sink added while the session runs (the Studio's switch for a sink the config left off): its thread
+        subscribes now and writes from the next chunk on."""
+        if self._started is None or self._lifecycle.stopping:
+            raise RuntimeError("sinks can only be added while the session runs")
+        if any(s.name == sink.name for s in self.sinks):
+            raise ValueError(f"there is a sink named {sink.name!r} already")
+        self.sinks.append(sink)
+        self._start_one(sink, *self._started)
+
+    def _start_one(self, sink: FrameSink, address: str, hold: bool) -> None:
+        self._session.counters.sinks[sink.name] = "opening"
+        ready = threading.Event()
+        self._threads.start(SINK_PREFIX + sink.name, self._sink_loop, sink, address, ready, hold)
+        ready.wait(SUBSCRIBER_WAIT_S)
 
     def running(self) -> bool:
         return self._threads.alive(lambda name: name.startswith(SINK_PREFIX))
@@ -130,10 +145,7 @@ class SinkFanout:
         offset_due = time.monotonic()
         while not self._lifecycle.closing:
             if session.epoch > epoch:  # barge-in: the sink drops what it buffered
-                epoch = session.epoch
-                interrupt = getattr(out, "interrupt", None)
-                if interrupt is not None:
-                    interrupt(epoch)
+                epoch = self._interrupt(out, session.epoch)
             if hold and self.engine_note != note:  # the reason the next hold names
                 note = self.engine_note
                 out.hold("engine late" if note[0] == "running" else f"engine {note[0]}: {note[1]}")  # type: ignore[attr-defined]
@@ -142,6 +154,8 @@ class SinkFanout:
                 if item.epoch < session.epoch:
                     session.counters.stale_chunks += 1
                 else:
+                    if item.epoch > epoch:  # the new epoch's first chunk came before this loop saw the barge-in:
+                        epoch = self._interrupt(out, item.epoch)  # drop the old buffer first, never this chunk
                     out.write(item)
                     self._delivered(epoch)
                     self._speech_reached(name, item.first_frame + item.num_frames)
@@ -160,6 +174,13 @@ class SinkFanout:
             if time.monotonic() >= offset_due:
                 offset_due = time.monotonic() + AV_OFFSET_EVERY_S
                 self._read_av_offset(name, out)
+
+    @staticmethod
+    def _interrupt(out: FrameSink, epoch: int) -> int:
+        interrupt = getattr(out, "interrupt", None)
+        if interrupt is not None:
+            interrupt(epoch)
+        return epoch
 
     def _tick(self, name: str, out: FrameSink, epoch: int, held_seen: int) -> int:
         """Let the HoldingSink emit due hold frames; count them. Returns the held frames seen so far."""

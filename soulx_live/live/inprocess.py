@@ -21,6 +21,7 @@ from soulx_live.factory.engine import load_avatar, session_request
 from soulx_live.live.driver import POLL_S, DriverBase, EngineView, Phonemes, RunParts
 from soulx_live.live.fanout import SUBSCRIBER_WAIT_S
 from soulx_live.live.intake import AudioIntake, clean_pcm
+from soulx_live.timeline import shift_frames
 
 __all__ = ["InProcessDriver"]
 
@@ -38,6 +39,8 @@ class InProcessDriver(DriverBase):
         self._applied_epoch = 0  # the newest epoch the session was reset for (engine thread)
         self._last_frame = -1  # last frame index published (engine thread)
         self._pending_phonemes: list[Phonemes] = []  # for the engine thread, which owns the session
+        self._frame_offset = 0  # frames of the sessions before this one (a new avatar continues the timeline)
+        self._engine: AvatarEngine | None = None
 
     # -- EngineDriver ----------------------------------------------------------------------------
 
@@ -45,7 +48,8 @@ class InProcessDriver(DriverBase):
         return self.parts.session.epoch + 1  # the engine thread resets the session when it sees it
 
     def push_phonemes(self, spans: Phonemes) -> None:
-        moved = self.parts.session.shift_to_engine(spans)
+        spec = self.parts.session.spec  # a replacing session's own timeline starts at its first frame
+        moved = self.parts.session.shift_to_engine(spans, self._frame_offset * spec.samples_per_frame if spec else 0)
         if moved:
             self._pending_phonemes.append(moved)
 
@@ -64,7 +68,7 @@ class InProcessDriver(DriverBase):
 
         parts, config = self.parts, self.parts.config
         log.info("building the %s engine", config.engine.kind)
-        engine = self._engine_factory(config)
+        engine = self._engine = self._engine_factory(config)
         spec = parts.session.spec = engine.spec
         intake = self.open_intake(spec)
         request = session_request(config, load_avatar(config.engine.avatar), realtime=intake.source.realtime)
@@ -91,7 +95,7 @@ class InProcessDriver(DriverBase):
             # Always announce the end, also after an engine error, so sinks finalise what they have.
             # EndOfStream is advisory on the bus (a full subscriber drops it); final_frame backs it up.
             parts.session.mark_ended(final_frame=self._last_frame)
-            publisher.publish_end(session_id, self._last_frame)
+            publisher.publish_end(parts.session.counters.session_id or session_id, self._last_frame)
             publisher.close()
             parts.push.stop()
 
@@ -109,6 +113,10 @@ class InProcessDriver(DriverBase):
                 primed = _prime_idle(session, spec)
                 pushed += primed
                 shared.timeline_skip -= primed  # frames that no fed audio stands for
+            if self.pending_avatar is not None:  # a new avatar: a new session continuing the frame timeline
+                session = self._replace_session(session, intake)
+                shared.timeline_skip += pushed - consumed
+                consumed = pushed
             self._forward_phonemes(session)
             intake_over = intake.over  # read before draining the ring: no sample is missed
             with intake.lock:
@@ -130,7 +138,7 @@ class InProcessDriver(DriverBase):
         """Make the next chunk and publish it (pacing non-live input to the slowest sink); samples it used."""
         parts, counters = self.parts, self.parts.session.counters
         t_chunk = time.perf_counter()
-        chunk = session.next_chunk()
+        chunk = shift_frames(session.next_chunk(), self._frame_offset, spec.samples_per_frame)
         parts.metrics.observe("observe_chunk", time.perf_counter() - t_chunk, spec.chunk_duration_s)
         parts.metrics.note_corrections(*correction_counts(getattr(session, "stats", None)))
         if not self.source_is_live(intake.source):
@@ -141,6 +149,21 @@ class InProcessDriver(DriverBase):
         counters.chunks += 1
         counters.frames += chunk.num_frames
         return chunk.num_frames * spec.samples_per_frame
+
+    def _replace_session(self, session: AvatarSession, intake: AudioIntake) -> AvatarSession:
+        """The session for :attr:`pending_avatar`; the old one stays when the new one cannot start."""
+        path, self.pending_avatar = self.pending_avatar, None
+        assert self._engine is not None and path is not None
+        try:
+            request = session_request(self.parts.config, load_avatar(path), realtime=intake.source.realtime)
+            new = self._engine.start_session(request)
+        except Exception as exc:  # noqa: BLE001 - a bad portrait must not end the run: the old session goes on
+            log.error("new avatar %s not used: %s", path, exc)
+            return session
+        self._frame_offset = self._last_frame + 1
+        self.parts.session.counters.session_id = request.session_id
+        log.info("session %s: new avatar %s (frames continue at %d)", request.session_id, path, self._frame_offset)
+        return new
 
     def _forward_phonemes(self, session: AvatarSession) -> None:
         push = getattr(session, "push_phonemes", None)

@@ -35,6 +35,7 @@ class PushHost:
         self.listeners: list[SpeechListener] = []
         self.bridge: PushBridge | None = None
         self.server: Any = None
+        self.http_mount: Callable[[Any], str] | None = None  # the Studio serves the push HTTP API on its port
 
     def start(self, source: AudioSource, spec: ChunkSpec, *, interrupt: Callable[[], int],
               push_phonemes: Callable[[Phonemes], None], status: Callable[[], dict[str, object]]) -> None:
@@ -55,7 +56,7 @@ class PushHost:
         except ImportError as exc:
             log.warning("the push server is not part of this build (%s); only Daemon.push_handler can push audio", exc)
             return
-        server = PushServer(self._config, self.bridge)
+        server = PushServer(self._config, self.bridge, http_mount=self.http_mount)
         server.start()
         self.server = server
         log.info("push API on %s%s", server.zmq_address, f" and {server.http_url}" if server.http_url else "")

@@ -53,6 +53,7 @@ class SupervisedDriver(DriverBase):
         self._process: WorkerEngine | None = None  # the worker from its spawn to its close (for abort)
         self._engine_rss_mb = 0.0  # the worker's RSS from the memory watch
         self._engine_gpu_mb = 0  # the worker's CUDA memory from its heartbeats
+        self._session_base = 0  # engine-timeline sample where the current session started (a new avatar)
 
     # -- EngineDriver ----------------------------------------------------------------------------
 
@@ -62,7 +63,8 @@ class SupervisedDriver(DriverBase):
 
     def push_phonemes(self, spans: Phonemes) -> None:
         worker = self.worker
-        moved = self.parts.session.shift_to_engine(spans, worker.dropped_samples if worker is not None else 0)
+        moved = self.parts.session.shift_to_engine(spans, (worker.dropped_samples if worker is not None else 0)
+                                                   + self._session_base)
         if moved and worker is not None:
             worker.push_phonemes(moved)
 
@@ -138,6 +140,8 @@ class SupervisedDriver(DriverBase):
         parts = self.parts
         while not parts.lifecycle.closing:
             intake.wait(POLL_S)
+            if self.pending_avatar is not None:
+                self._replace_session(worker)
             intake_over = intake.over
             with intake.lock:
                 pcm = intake.take()
@@ -151,6 +155,21 @@ class SupervisedDriver(DriverBase):
                 raise DaemonError(f"the engine worker failed and is not restarted: {worker.detail}")
             if intake_over:
                 return
+
+    def _replace_session(self, worker: WorkerEngine) -> None:
+        """A new session for :attr:`pending_avatar`, its frames continuing after the audio the worker has."""
+        path, self.pending_avatar = self.pending_avatar, None
+        shared, config = self.parts.session, self.parts.config
+        spec = shared.spec
+        assert spec is not None and path is not None
+        engine_samples = shared.fed_samples - shared.timeline_skip - worker.dropped_samples
+        first = -(-engine_samples // spec.samples_per_frame)
+        self._session_base = first * spec.samples_per_frame
+        session_id = uuid.uuid4().hex[:12]
+        worker.start_session(session_id, seed=config.engine.seed, prompt=config.engine.prompt, avatar=path,
+                             first_frame=first)
+        shared.counters.session_id = session_id
+        log.info("session %s: new avatar %s (frames continue at %d)", session_id, path, first)
 
     def _await_drained(self, worker: WorkerEngine, spec: ChunkSpec) -> None:
         """After StopSession: wait until the worker's chunk count stops moving (its last chunk is out), then

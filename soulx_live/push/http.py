@@ -29,6 +29,7 @@ import msgspec
 from aiohttp import WSMsgType, web
 
 from soulx_live.log_safe import RateLimitedLog, quoted
+from soulx_live.loop_thread import start_loop_thread
 from soulx_live.netaddr import is_loopback_host
 
 from .core import HTTP_STATUS, PushCore
@@ -89,35 +90,57 @@ class PushHttpServer:
         if not is_loopback_host(self.host):
             log.warning("push HTTP listens on %s: reachable from other machines, protected by the token only and "
                         "unencrypted; keep it on 127.0.0.1 or put TLS in front", self.host)
-        ready = threading.Event()
-        failure: list[BaseException] = []
-
-        def main() -> None:
-            loop = asyncio.new_event_loop()
-            self._loop = loop
-            try:
-                loop.run_until_complete(self._setup())
-            except BaseException as exc:  # noqa: BLE001 - bind errors go back to start(), re-raised there
-                failure.append(exc)
-                ready.set()
-                loop.close()
-                return
-            ready.set()
-            loop.run_forever()
-            loop.run_until_complete(self._runner.cleanup())  # type: ignore[union-attr]
-            loop.close()
-
-        self._thread = threading.Thread(target=main, name="push-http", daemon=True)
-        self._thread.start()
-        ready.wait(10)
-        if failure:
-            raise RuntimeError(f"push HTTP cannot listen on {self.host}:{self.port}: {failure[0]}; "
-                               "set push.http_port to a free port (or 0 for any)") from failure[0]
+        try:
+            self._thread = start_loop_thread("push-http", self._setup, self._cleanup, self._set_loop)
+        except Exception as exc:
+            raise RuntimeError(f"push HTTP cannot listen on {self.host}:{self.port}: {exc}; "
+                               "set push.http_port to a free port (or 0 for any)") from exc
         return self.url  # type: ignore[return-value]
+
+    def _set_loop(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+
+    async def _cleanup(self) -> None:
+        await self._runner.cleanup()  # type: ignore[union-attr]
+
+    def attach(self, loop: asyncio.AbstractEventLoop, url: str) -> None:
+        """Serve through another aiohttp server on ``loop`` (the Studio's, sharing its port) instead of binding:
+        that server passes every ``/v1/...`` request to :meth:`dispatch`."""
+        self._loop, self.url = loop, url
+
+    async def dispatch(self, request: web.Request) -> web.StreamResponse:
+        """One request of the push API, as the Studio's server hands it over (token checked here as always)."""
+        routes = {("POST", "/v1/audio"): self._audio, ("POST", "/v1/say"): self._say,
+                  ("POST", "/v1/interrupt"): self._interrupt, ("GET", "/v1/status"): self._status,
+                  ("GET", "/v1/events"): self._events}
+        handler = routes.get((request.method, request.path))
+        if handler is None:
+            raise web.HTTPNotFound()
+        if request.content_length is not None and request.content_length > self.max_bytes:
+            return self._reject("too_large", f"the body is {request.content_length} bytes; at most {self.max_bytes}")
+        return await self._auth(request, handler)
+
+    @property
+    def attached(self) -> bool:
+        return self._thread is None and self._loop is not None
+
+    def detach(self) -> None:
+        """Stop serving through the other server: event streams end."""
+        loop, self._loop = self._loop, None
+        if loop is not None and not loop.is_closed():
+            def stop() -> None:
+                for q in list(self._clients):
+                    q.put_nowait(None)
+            try:
+                loop.call_soon_threadsafe(stop)
+            except RuntimeError:
+                pass
 
     def close(self) -> None:
         loop = self._loop
         if loop is None or self._thread is None:
+            if self._thread is None:
+                self.detach()
             return
 
         def stop() -> None:

@@ -12,7 +12,7 @@ import dataclasses
 import logging
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from typing import Self
+from typing import Any, Self
 
 import zmq
 
@@ -41,8 +41,10 @@ log = logging.getLogger(__name__)
 class PushServer:
     """``start()`` binds and serves; ``close()`` stops. ``publish_event`` may be called from any thread."""
 
-    def __init__(self, config: SoulxConfig, handler: PushHandler) -> None:
+    def __init__(self, config: SoulxConfig, handler: PushHandler, *, http_mount: Any = None) -> None:
+        """``http_mount(http) -> url``: serve the HTTP API through another server (the Studio's, on its port)."""
         self.config = config
+        self._http_mount = http_mount
         self.token = resolve_token(config)
         if config.push.token is not None:
             hint = "send the push.token of the daemon's config"
@@ -92,7 +94,7 @@ class PushServer:
 
             push = self.config.push
             http = PushHttpServer(self.core, push.http_host, push.http_port, self.max_bytes, timeout_s=push.http_timeout_s)
-            self.http_url = http.start()
+            self.http_url = self._http_mount(http) if self._http_mount is not None else http.start()
             self._http = http
         log.info("push API listening on %s (events %s)%s", self.zmq_address, self.events_address,
                  f", HTTP {self.http_url}" if self.http_url else "")

@@ -33,6 +33,7 @@ EXAMPLES: list[p.Message] = [
     p.StatusReply(state="running", engine="lite", session_id="s1", chunks_done=10, restarts=1, uptime_s=3.5,
                   sinks={"recorder": "ok"}),
     p.StopRequest(),
+    p.StudioLinkRequest(),
     p.Ack(ok=False, message="no session"),
 ]
 
