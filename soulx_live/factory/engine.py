@@ -18,7 +18,7 @@ from engine.interface import AvatarEngine, SessionRequest
 from soulx_live.config import SoulxConfig
 from soulx_live.errors import DaemonError
 
-__all__ = ["build_engine", "load_avatar", "session_request"]
+__all__ = ["alpha_wanted", "build_engine", "load_avatar", "session_request"]
 
 
 def load_avatar(path: Path | None) -> np.ndarray | None:
@@ -44,14 +44,32 @@ def session_request(config: SoulxConfig, avatar: np.ndarray | None, *, realtime:
                           seed=config.engine.seed, extra={"realtime": realtime})
 
 
+def alpha_wanted(config: SoulxConfig) -> bool:
+    """An enabled sink asked for the person cut out (``sinks.obs.alpha``, ``sinks.virtualcam.alpha``)."""
+    sinks = config.sinks
+    return (sinks.obs.enabled and sinks.obs.alpha) or (sinks.virtualcam.enabled and sinks.virtualcam.alpha)
+
+
 def build_engine(config: SoulxConfig) -> AvatarEngine:
-    """The engine named by ``engine.kind``; raises :class:`DaemonError` naming what is missing."""
+    """The engine named by ``engine.kind``; raises :class:`DaemonError` naming what is missing. When a sink wants
+    alpha, its chunks carry the person matte (``engine.matting.stage``), computed here, once, for every sink."""
     kind = config.engine.kind
     if kind == "lite":
-        return _build_lite(config)
-    if kind == "flashtalk":
-        return _build_flashtalk(config)
-    raise DaemonError(f"unknown engine.kind {kind!r}; use 'lite' or 'flashtalk'")
+        engine = _build_lite(config)
+    elif kind == "flashtalk":
+        engine = _build_flashtalk(config)
+    else:
+        raise DaemonError(f"unknown engine.kind {kind!r}; use 'lite' or 'flashtalk'")
+    if not alpha_wanted(config):
+        return engine
+    from engine.matting.model import MatteModelMissing, find_model
+    from engine.matting.stage import AlphaEngine
+
+    try:
+        find_model()  # fail at start, naming the install command, not at the first chunk
+    except MatteModelMissing as exc:
+        raise DaemonError(str(exc)) from None
+    return AlphaEngine(engine)
 
 
 def _build_lite(config: SoulxConfig) -> AvatarEngine:

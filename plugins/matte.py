@@ -1,0 +1,102 @@
+"""What the sinks do with a chunk's person matte (``FrameChunk.alpha``): keep it across hold frames, or lay the
+avatar over an opaque background.
+
+The matte is computed once, before the frame bus (``engine.matting``); here it is only used:
+
+- :class:`MatteKeeper` gives every chunk a matte: its own, or for frames that came without one (hold frames: the
+  last frame or the idle loop repeated while the engine is late) the last matte seen, so the cut-out never
+  flashes opaque. Before any matte has arrived the answer is None (show the frame as it is).
+- :class:`Backdrop` composites frames over a colour (``#rrggbb``) or an image (cover-fitted to the frame), for
+  outputs that cannot carry alpha (the virtual camera: meeting apps ignore it).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from engine.interface import FrameChunk
+
+__all__ = ["Backdrop", "MatteKeeper", "parse_colour"]
+
+
+def parse_colour(text: str) -> tuple[int, int, int] | None:
+    """``#rrggbb`` -> (r, g, b); None when ``text`` is not a colour (then it names an image)."""
+    t = text.strip()
+    if len(t) == 7 and t.startswith("#"):
+        try:
+            value = int(t[1:], 16)
+        except ValueError:
+            return None
+        return (value >> 16) & 255, (value >> 8) & 255, value & 255
+    return None
+
+
+class MatteKeeper:
+    """The matte of each chunk, or the last one seen for frames that have none (see the module docstring)."""
+
+    def __init__(self) -> None:
+        self.last: np.ndarray | None = None  # uint8 (H, W)
+        self.reused_frames = 0
+
+    def alpha_of(self, chunk: FrameChunk) -> np.ndarray | None:
+        """uint8 ``(n, H, W)`` for ``chunk``'s frames, or None before any matte arrived."""
+        if chunk.alpha is not None:
+            self.last = chunk.alpha[-1]
+            return chunk.alpha
+        if self.last is None or self.last.shape != chunk.frames.shape[1:3]:
+            return None
+        self.reused_frames += chunk.num_frames
+        return np.broadcast_to(self.last, chunk.frames.shape[:3])
+
+
+class Backdrop:
+    """An opaque background for cut-out frames: a colour or an image file (read once, fitted per frame size)."""
+
+    def __init__(self, spec: str) -> None:
+        self.spec = spec
+        self.colour = parse_colour(spec)
+        self._image: np.ndarray | None = None
+        if self.colour is None:
+            bgr = cv2.imread(str(Path(spec).expanduser()), cv2.IMREAD_COLOR)
+            if bgr is None:
+                raise ValueError(f"background {spec!r} is neither a #rrggbb colour nor a readable image file")
+            self._image = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+        self._fitted: np.ndarray | None = None
+
+    @property
+    def pad_rgb(self) -> tuple[int, int, int]:
+        """The colour of letterbox bars around a cut-out frame: the colour, or the image's mean colour."""
+        if self.colour is not None:
+            return self.colour
+        assert self._image is not None
+        r, g, b = (int(round(c)) for c in self._image.reshape(-1, 3).mean(axis=0))
+        return r, g, b
+
+    def plate(self, height: int, width: int) -> np.ndarray:
+        """The background at ``width`` x ``height``, float32 RGB (cached for the last size)."""
+        if self._fitted is None or self._fitted.shape[:2] != (height, width):
+            if self.colour is not None:
+                plate = np.empty((height, width, 3), np.float32)
+                plate[:] = self.colour
+            else:
+                assert self._image is not None
+                ih, iw = self._image.shape[:2]
+                scale = max(width / iw, height / ih)  # cover: fill the frame, crop the overflow
+                resized = cv2.resize(self._image, (max(width, round(iw * scale)), max(height, round(ih * scale))),
+                                     interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+                y0, x0 = (resized.shape[0] - height) // 2, (resized.shape[1] - width) // 2
+                plate = resized[y0:y0 + height, x0:x0 + width].astype(np.float32)
+            self._fitted = plate
+        return self._fitted
+
+    def composite(self, frames: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+        """RGB uint8 ``(n, H, W, 3)`` frames laid over the background with ``alpha`` ``(n, H, W)``: a new array."""
+        n, h, w, _ = frames.shape
+        plate = self.plate(h, w)
+        out = np.empty_like(frames)
+        for i in range(n):
+            a = alpha[i].astype(np.float32)[..., None] * (1.0 / 255.0)
+            out[i] = np.clip(plate + a * (frames[i].astype(np.float32) - plate) + 0.5, 0, 255).astype(np.uint8)
+        return out
