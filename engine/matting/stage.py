@@ -65,9 +65,9 @@ class AlphaSession:
         t0 = time.perf_counter()
         out = np.empty(frames.shape[:3], dtype=np.uint8)
         for i, frame in enumerate(frames):
-            guide = grey(frame)
-            prob = self._temporal.update(seg.raw(frame), guide)
-            out[i] = to_alpha(seg.fit_edges(prob, guide))
+            prob = self._temporal.update(seg.raw(frame), grey(frame))
+            assert self._temporal.steady is not None
+            out[i] = to_alpha(seg.fit_edges(prob, self._temporal.steady))
         self.segment_s += time.perf_counter() - t0
         self.segmented_frames += len(frames)
         return out

@@ -13,6 +13,8 @@ import numpy as np
 
 __all__ = ["TemporalMatte"]
 
+MOTION_BLUR_SIGMA = 2.0  # px: pictures are compared blurred this much
+
 
 class TemporalMatte:
     """Motion-adaptive exponential average of person probabilities (float32 H x W); one per stream."""
@@ -24,18 +26,24 @@ class TemporalMatte:
         self.gain = 255.0 / max(motion_full, 1e-3)  # guide is in [0, 1]: this many grey levels of change -> weight 1
         self._prob: np.ndarray | None = None
         self._guide: np.ndarray | None = None
+        self.steady: np.ndarray | None = None  # the picture's grey averaged the same way: a noise-free guide for edges
 
     def reset(self) -> None:
         """Forget the history (a new session or a cut)."""
-        self._prob = self._guide = None
+        self._prob = self._guide = self.steady = None
 
     def update(self, prob: np.ndarray, guide: np.ndarray) -> np.ndarray:
-        """The smoothed probability for this frame; ``guide`` is its grey in [0, 1] (same shape)."""
-        if self._prob is None or self._guide is None or self._prob.shape != prob.shape:
-            self._prob, self._guide = prob.astype(np.float32, copy=True), guide
+        """The smoothed probability for this frame; ``guide`` is its grey in [0, 1] (same shape). Afterwards
+        :attr:`steady` is the grey averaged with the same weights (fit edges to it, not to the noisy frame)."""
+        # Pixel noise is not motion: compare the pictures blurred (noise averages out, edges that moved stay).
+        calm = cv2.GaussianBlur(guide, (0, 0), MOTION_BLUR_SIGMA)
+        if self._prob is None or self._guide is None or self.steady is None or self._prob.shape != prob.shape:
+            self._prob, self._guide = prob.astype(np.float32, copy=True), calm
+            self.steady = guide.astype(np.float32, copy=True)
             return self._prob
-        motion = cv2.GaussianBlur(cv2.absdiff(guide, self._guide), (0, 0), 2.0)
+        motion = cv2.absdiff(calm, self._guide)
         weight = np.clip(self.rest_weight + self.gain * motion, self.rest_weight, 1.0)
         self._prob += weight * (prob - self._prob)
-        self._guide = guide
+        self.steady += weight * (guide - self.steady)
+        self._guide = calm
         return self._prob

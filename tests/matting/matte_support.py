@@ -1,0 +1,42 @@
+"""Shared helpers of the matting tests: the hand-drawn reference masks and flicker/IoU measures."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+REFERENCE_DIR = Path(__file__).resolve().parents[1] / "data" / "alpha"
+PORTRAITS = ("portrait_girl", "portrait_ditto")
+
+
+def reference(name: str, data_dir: Path, side: int = 512) -> tuple[np.ndarray, np.ndarray]:
+    """The portrait (RGB uint8) and its hand-drawn person mask (bool), both resized to ``side`` x ``side``."""
+    ref = json.loads((REFERENCE_DIR / f"{name}.json").read_text())
+    bgr = cv2.imread(str(data_dir / ref["image"]), cv2.IMREAD_COLOR)
+    assert bgr is not None, f"cannot read {ref['image']}"
+    assert list(bgr.shape[1::-1]) == ref["size"], "the polygon was drawn on an image of another size"
+    mask = np.zeros(bgr.shape[:2], np.uint8)
+    cv2.fillPoly(mask, [np.array(ref["polygon"], np.int32)], 1)
+    image = cv2.resize(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), (side, side), interpolation=cv2.INTER_AREA)
+    return image, cv2.resize(mask, (side, side), interpolation=cv2.INTER_NEAREST) > 0
+
+
+def iou(alpha: np.ndarray, truth: np.ndarray) -> float:
+    """Intersection over union of ``alpha >= 128`` and the reference mask."""
+    person = alpha >= 128
+    return float((person & truth).sum() / max(1, (person | truth).sum()))
+
+
+def flicker(alphas: np.ndarray) -> float:
+    """Mean absolute change of alpha (0-255 scale) between consecutive frames."""
+    a = alphas.astype(np.float32)
+    return float(np.abs(np.diff(a, axis=0)).mean())
+
+
+def noisy_stills(image: np.ndarray, n: int, sigma: float, seed: int = 0) -> np.ndarray:
+    """``n`` copies of a still image with fresh Gaussian pixel noise each (a camera, a codec, a diffusion model)."""
+    rng = np.random.default_rng(seed)
+    noise = rng.normal(0.0, sigma, (n, *image.shape))
+    return np.clip(image[None].astype(np.float32) + noise, 0, 255).astype(np.uint8)
