@@ -71,7 +71,7 @@ class Backdrop:
         if self.colour is not None:
             return self.colour
         assert self._image is not None
-        r, g, b = (int(round(c)) for c in self._image.reshape(-1, 3).mean(axis=0))
+        r, g, b = (round(float(c)) for c in self._image.reshape(-1, 3).mean(axis=0))
         return r, g, b
 
     def plate(self, height: int, width: int) -> np.ndarray:

@@ -18,7 +18,13 @@ from typing import Any
 
 import numpy as np
 
-from engine.interface import AvatarEngine, AvatarSession, ChunkSpec, FrameChunk, SessionRequest
+from engine.interface import (
+    AvatarEngine,
+    AvatarSession,
+    ChunkSpec,
+    FrameChunk,
+    SessionRequest,
+)
 from engine.matting.segmenter import PersonSegmenter, grey, to_alpha
 from engine.matting.temporal import TemporalMatte
 
