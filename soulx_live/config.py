@@ -56,7 +56,7 @@ __all__ = [
 
 ENV_PREFIX = "SOULX_"
 ENV_NESTING = "__"
-RESERVED_ENV = frozenset({"SOULX_CONFIG"})  # not config keys: read by the CLI itself
+RESERVED_ENV = frozenset({"SOULX_CONFIG", "SOULX_MATTE_MODEL"})  # not config keys: read by the CLI, the matte model lookup
 
 
 class ConfigError(ValueError):

@@ -29,7 +29,7 @@ def find_model(override: Path | None = None) -> Path:
     explicit = override or (Path(os.environ[ENV_OVERRIDE]) if os.environ.get(ENV_OVERRIDE) else None)
     if explicit is not None:
         if not explicit.is_file():
-            raise MatteModelMissing(f"the person-segmentation model {explicit} does not exist (matte.model / {ENV_OVERRIDE})")
+            raise MatteModelMissing(f"the person-segmentation model {explicit} does not exist (set by {ENV_OVERRIDE}); unset it to use the installed wheel's model, or name the .tflite file")
         return explicit
     for name in DISTRIBUTIONS:
         try:

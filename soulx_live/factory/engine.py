@@ -18,7 +18,7 @@ from engine.interface import AvatarEngine, SessionRequest
 from soulx_live.config import SoulxConfig
 from soulx_live.errors import DaemonError
 
-__all__ = ["alpha_wanted", "build_engine", "load_avatar", "session_request"]
+__all__ = ["alpha_wanted", "build_engine", "check_matte_model", "load_avatar", "session_request"]
 
 
 def load_avatar(path: Path | None) -> np.ndarray | None:
@@ -62,14 +62,20 @@ def build_engine(config: SoulxConfig) -> AvatarEngine:
         raise DaemonError(f"unknown engine.kind {kind!r}; use 'lite' or 'flashtalk'")
     if not alpha_wanted(config):
         return engine
-    from engine.matting.model import MatteModelMissing, find_model
     from engine.matting.stage import AlphaEngine
 
+    check_matte_model()
+    return AlphaEngine(engine)
+
+
+def check_matte_model() -> None:
+    """Fail at start (not at the first chunk) when alpha is wanted and the model is missing, naming the install."""
+    from engine.matting.model import MatteModelMissing, find_model
+
     try:
-        find_model()  # fail at start, naming the install command, not at the first chunk
+        find_model()
     except MatteModelMissing as exc:
         raise DaemonError(str(exc)) from None
-    return AlphaEngine(engine)
 
 
 def _build_lite(config: SoulxConfig) -> AvatarEngine:

@@ -8,6 +8,7 @@ from engine.extras import require
 from plugins.base import FrameSink
 from soulx_live.config import SoulxConfig
 from soulx_live.errors import DaemonError
+from soulx_live.factory.engine import alpha_wanted, check_matte_model
 
 __all__ = ["build_sinks"]
 
@@ -16,6 +17,8 @@ def build_sinks(config: SoulxConfig) -> list[FrameSink]:
     """The sinks enabled in ``config.sinks``. The virtual camera and the virtual microphone share one A/V clock
     when both are on, so the picture and the voice leave the machine in step."""
     sinks: list[FrameSink] = []
+    if alpha_wanted(config):
+        check_matte_model()  # here too: the daemon says it before any engine worker starts
     rec = config.sinks.recorder
     if rec.enabled:
         from plugins.recorder import RecorderSink

@@ -235,3 +235,18 @@ def test_the_factory_adds_the_stage_only_when_a_sink_wants_alpha() -> None:
     assert session.next_chunk().alpha is not None
     off = SoulxConfig.model_validate({"sinks": {"obs": {"enabled": False, "alpha": True}}})
     assert not alpha_wanted(off)
+
+
+def test_a_missing_model_stops_the_start_with_the_fix(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from soulx_live.config import load_config
+    from soulx_live.errors import DaemonError
+    from soulx_live.factory.sinks import build_sinks
+
+    missing = str(tmp_path / "gone.tflite")
+    monkeypatch.setenv("SOULX_MATTE_MODEL", missing)
+    config = load_config(env={"SOULX_MATTE_MODEL": missing})  # the model's variable is not a config key
+    wants = config.model_copy(update={"sinks": config.sinks.model_copy(update={"obs": ObsConfig(enabled=True, alpha=True)})})
+    with pytest.raises(DaemonError, match="does not exist"):
+        build_sinks(wants)  # in the daemon, before any engine worker starts
+    with pytest.raises(DaemonError, match="does not exist"):
+        build_engine(wants)
