@@ -5,6 +5,7 @@ Measures, at 512x512 on the CPU,
 * the per-frame stage the diffusion engines use (model + temporal smoothing + guided filter): fps and ms/frame
   (p50, p99) with OpenCV on one thread (pinned to one core) and on every core; the model alone and the edge fit;
 * added latency per chunk: a lite chunk (5 frames) and a FlashTalk chunk (28 frames) segmented before publishing,
+  on one thread and with the frames spread over the cores (``AlphaSession(threads=...)``),
   and for the lite renderer the per-frame cost of moving the portrait's matte plus its one-time segmentation;
 * edge quality: IoU of ``alpha >= 128`` against the hand-drawn masks in ``tests/data/alpha`` (portraits from
   ``../shared/data``; skipped without it), raw model and with the edge fit;
@@ -67,11 +68,11 @@ def _pct(ms: list[float]) -> dict[str, float]:
             "p99": round(float(np.percentile(a, 99)), 3)}
 
 
-def _stage(seg: PersonSegmenter) -> AlphaSession:
-    return AlphaSession(_Frames(), lambda: seg)  # type: ignore[arg-type]
+def _stage(seg: PersonSegmenter, threads: int = 1) -> AlphaSession:
+    return AlphaSession(_Frames(), lambda: seg, threads)  # type: ignore[arg-type]
 
 
-def _speed(seg: PersonSegmenter, frames: np.ndarray) -> dict[str, object]:
+def _speed(seg: PersonSegmenter, frames: np.ndarray, threads_available: int) -> dict[str, object]:
     stage = _stage(seg)
     stage.segment(frames[:3])  # warm-up
     per_frame, model_ms, fit_ms = [], [], []
@@ -87,10 +88,17 @@ def _speed(seg: PersonSegmenter, frames: np.ndarray) -> dict[str, object]:
         model_ms.append((t1 - t0) * 1000)
         fit_ms.append((time.perf_counter() - t1) * 1000)
     chunks = {}
-    for n in (5, 28):
-        t0 = time.perf_counter()
-        stage.segment(frames[:n])
-        chunks[f"{n}_frames_ms"] = round((time.perf_counter() - t0) * 1000, 1)
+    for threads in sorted({1, threads_available}):
+        parallel = _stage(seg, threads)
+        parallel.segment(frames[:4])  # warm-up: each thread loads its network
+        for n in (5, 28):
+            times = []
+            for _ in range(3):
+                t0 = time.perf_counter()
+                parallel.segment(frames[:n])
+                times.append((time.perf_counter() - t0) * 1000)
+            chunks[f"{n}_frames_{threads}_threads_ms"] = round(float(np.median(times)), 1)
+        parallel.close()
     ms = _pct(per_frame)
     return {"fps": round(1000.0 / ms["mean"], 1), "ms_per_frame": ms, "model_only_ms": _pct(model_ms),
             "edge_fit_ms": _pct(fit_ms), "added_latency_per_chunk": chunks}
@@ -140,10 +148,10 @@ def main() -> None:
     speed: dict[str, object] = {}
     cores = sorted(os.sched_getaffinity(0))
     cv2.setNumThreads(len(cores))
-    speed[f"{len(cores)}_threads"] = _speed(seg, frames)
+    speed[f"{len(cores)}_cores"] = _speed(seg, frames, len(cores))
     os.sched_setaffinity(0, {cores[-1]})
     cv2.setNumThreads(1)
-    speed["1_thread_pinned"] = _speed(seg, frames)
+    speed["1_core_pinned"] = _speed(seg, frames, 1)
     lite = _lite(min(args.frames, 250))
     os.sched_setaffinity(0, set(cores))
     cv2.setNumThreads(len(cores))

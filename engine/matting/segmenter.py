@@ -9,6 +9,7 @@ TPAMI 2013), which is what makes hair and shoulder outlines follow the picture i
 from __future__ import annotations
 
 import logging
+import threading
 from pathlib import Path
 
 import cv2
@@ -50,20 +51,29 @@ def grey(frame: np.ndarray) -> np.ndarray:
 
 
 class PersonSegmenter:
-    """Person probability per pixel for RGB uint8 frames; one network, used from one thread at a time."""
+    """Person probability per pixel for RGB uint8 frames. Safe to call from several threads: each thread gets its
+    own network (an OpenCV ``Net`` keeps its input and buffers, so one must not be shared between threads)."""
 
     def __init__(self, model: Path | None = None, *, refine: bool = True) -> None:
         self.model_path = find_model(model)
-        self.net = cv2.dnn.readNetFromTFLite(str(self.model_path))
         self.refine = refine
+        self._local = threading.local()
+        self._net()  # load now: a broken file fails here, not in the first frame
         log.debug("matte: loaded %s", self.model_path)
+
+    def _net(self) -> cv2.dnn.Net:
+        net = getattr(self._local, "net", None)
+        if net is None:
+            net = self._local.net = cv2.dnn.readNetFromTFLite(str(self.model_path))
+        return net
 
     def raw(self, frame: np.ndarray) -> np.ndarray:
         """The model's answer for one RGB uint8 frame, upsampled to the frame: float32 (H, W) in [0, 1]."""
         h, w = frame.shape[:2]
         blob = cv2.dnn.blobFromImage(frame, 1.0 / 255.0, (MODEL_SIDE, MODEL_SIDE), swapRB=False, crop=False)
-        self.net.setInput(blob)
-        small = self.net.forward()[0, 0]
+        net = self._net()
+        net.setInput(blob)
+        small = net.forward()[0, 0]
         return cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
 
     def fit_edges(self, prob: np.ndarray, guide: np.ndarray) -> np.ndarray:

@@ -13,6 +13,7 @@ import dataclasses
 import logging
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -33,15 +34,18 @@ __all__ = ["AlphaEngine", "AlphaSession"]
 log = logging.getLogger(__name__)
 
 
+
+
 class AlphaSession:
     """A session whose chunks always carry ``alpha`` (uint8 ``(n, H, W)``, 255 = person)."""
 
-    def __init__(self, inner: AvatarSession, segmenter: Callable[[], PersonSegmenter]) -> None:
+    def __init__(self, inner: AvatarSession, segmenter: Callable[[], PersonSegmenter], threads: int = 1) -> None:
         self.inner = inner
         self.session_id = inner.session_id
         self._segmenter_factory = segmenter
         self._segmenter: PersonSegmenter | None = None
         self._temporal = TemporalMatte()
+        self._pool = ThreadPoolExecutor(threads, thread_name_prefix="matte") if threads > 1 else None
         self.segmented_frames = 0
         self.segment_s = 0.0  # time spent segmenting (the latency this stage adds)
 
@@ -64,28 +68,44 @@ class AlphaSession:
         return dataclasses.replace(chunk, alpha=self.segment(chunk.frames))
 
     def segment(self, frames: np.ndarray) -> np.ndarray:
-        """Per-frame mattes of RGB uint8 ``(n, H, W, 3)`` frames, smoothed over time: uint8 ``(n, H, W)``."""
+        """Per-frame mattes of RGB uint8 ``(n, H, W, 3)`` frames, smoothed over time: uint8 ``(n, H, W)``.
+
+        The network and the edge fit run on the frames in parallel (``threads``); only the temporal blend between
+        them, which needs the frames in order, runs one frame after another (about 1 ms a frame at 512x512)."""
         if self._segmenter is None:
             self._segmenter = self._segmenter_factory()
         seg = self._segmenter
         t0 = time.perf_counter()
-        out = np.empty(frames.shape[:3], dtype=np.uint8)
-        for i, frame in enumerate(frames):
-            prob = self._temporal.update(seg.raw(frame), grey(frame))
+        each = self._pool.map if self._pool is not None else map
+        raws = list(each(seg.raw, frames))
+        probs, guides = [], []
+        for frame, raw in zip(frames, raws):
+            probs.append(self._temporal.update(raw, grey(frame)).copy())
             assert self._temporal.steady is not None
-            out[i] = to_alpha(seg.fit_edges(prob, self._temporal.steady))
+            guides.append(self._temporal.steady.copy())
+        out = np.stack(list(each(lambda p, g: to_alpha(seg.fit_edges(p, g)), probs, guides)))
         self.segment_s += time.perf_counter() - t0
         self.segmented_frames += len(frames)
         return out
 
+    def close(self) -> None:
+        """Stop the segmentation threads (also when the session is dropped)."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=False)
+
 
 class AlphaEngine:
-    """An engine whose sessions' chunks carry a person matte; see the module docstring."""
+    """An engine whose sessions' chunks carry a person matte; see the module docstring.
 
-    def __init__(self, inner: AvatarEngine, model: Path | None = None) -> None:
+    ``threads`` > 1 segments a chunk's frames in parallel (each thread its own network). The default is one: OpenCV
+    already spreads one network over the cores, and on the 2-core machine measured more threads were slower
+    (``benchmarks/results/matte_bench.json``)."""
+
+    def __init__(self, inner: AvatarEngine, model: Path | None = None, threads: int | None = None) -> None:
         self.inner = inner
         self.name = inner.name
         self.spec: ChunkSpec = inner.spec
+        self.threads = 1 if threads is None else max(1, threads)
         self._model = model
         self._shared: PersonSegmenter | None = None
 
@@ -100,4 +120,4 @@ class AlphaEngine:
 
     def start_session(self, request: SessionRequest) -> AlphaSession:
         asked = dataclasses.replace(request, extra={**request.extra, "alpha": True})
-        return AlphaSession(self.inner.start_session(asked), self.segmenter)
+        return AlphaSession(self.inner.start_session(asked), self.segmenter, self.threads)

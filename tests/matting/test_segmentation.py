@@ -87,3 +87,13 @@ def test_the_model_comes_from_the_installed_wheel(monkeypatch: pytest.MonkeyPatc
 
 class _NoSession:
     session_id = "none"
+
+
+def test_parallel_segmentation_gives_the_same_mattes(segmenter: PersonSegmenter) -> None:
+    frames = noisy_stills(draw_default_avatar(256), 6, sigma=4.0)
+    one = AlphaSession(_NoSession(), lambda: segmenter, 1)  # type: ignore[arg-type]
+    two = AlphaSession(_NoSession(), lambda: segmenter, 3)  # type: ignore[arg-type]
+    try:
+        assert np.array_equal(one.segment(frames), two.segment(frames))
+    finally:
+        two.close()
