@@ -19,21 +19,13 @@ from typing import Any
 
 import numpy as np
 
-from engine.interface import (
-    AvatarEngine,
-    AvatarSession,
-    ChunkSpec,
-    FrameChunk,
-    SessionRequest,
-)
+from engine.interface import AvatarEngine, AvatarSession, ChunkSpec, FrameChunk, SessionRequest
 from engine.matting.segmenter import PersonSegmenter, grey, to_alpha
 from engine.matting.temporal import TemporalMatte
 
 __all__ = ["AlphaEngine", "AlphaSession"]
 
 log = logging.getLogger(__name__)
-
-
 
 
 class AlphaSession:
@@ -74,6 +66,8 @@ class AlphaSession:
         them, which needs the frames in order, runs one frame after another (about 1 ms a frame at 512x512)."""
         if self._segmenter is None:
             self._segmenter = self._segmenter_factory()
+            log.info("matte: session %s has no matte of its own; segmenting every frame (%s)", self.session_id,
+                     self._segmenter.model_path.name)
         seg = self._segmenter
         t0 = time.perf_counter()
         each = self._pool.map if self._pool is not None else map
