@@ -16,7 +16,7 @@ from live_support import DaemonThread, live_config, short_tmp, wait_for, write_t
 
 from soulx_live.daemon import Daemon  # noqa: E402
 
-pytestmark = pytest.mark.timeout(180)
+pytestmark = pytest.mark.timeout(240)
 
 TINY = {"engine.kind": "flashtalk", "engine.flashtalk.preset": "tiny-random", "engine.drift.enabled": False,
         "supervisor.heartbeat_timeout_s": 5.0, "supervisor.init_timeout_s": 60.0, "supervisor.shutdown_grace_s": 20.0}
@@ -56,7 +56,7 @@ class MatteProbe:
 @pytest.mark.parametrize("engine", ["lite", "tiny-random"])
 def test_mattes_reach_the_sinks_from_the_worker(engine: str) -> None:
     with short_tmp() as root:
-        speech = write_tone(root / "speech.wav", 4.0)
+        speech = write_tone(root / "speech.wav", 8.0)  # margin for a loaded CPU: the tiny engine runs near real time
         overrides: dict[str, object] = {"audio.file": str(speech), "audio.realtime": True,
                                         "sinks.obs": {"enabled": True, "alpha": True}}
         if engine == "tiny-random":
