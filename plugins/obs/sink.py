@@ -134,6 +134,7 @@ class ObsSink:
             "frames_repeated": feed.stats.frames_repeated if feed else 0,
             "frames_dropped": feed.stats.frames_dropped if feed else 0,
             "frames_trimmed": feed.stats.frames_trimmed if feed else 0,
+            "alpha": self.cfg.alpha,
             "last_error": str(self.last_error) if self.last_error else None,
         }
 
