@@ -8,7 +8,8 @@ Measures, at 512x512 on the CPU,
   on one thread and with the frames spread over the cores (``AlphaSession(threads=...)``),
   and for the lite renderer the per-frame cost of moving the portrait's matte plus its one-time segmentation;
 * edge quality: IoU of ``alpha >= 128`` against the hand-drawn masks in ``tests/data/alpha`` (portraits from
-  ``../shared/data``; skipped without it), raw model and with the edge fit;
+  ``../shared/data``; skipped without it), raw model and with the edge fit, and the lite engine's frame (the
+  portrait fitted to the output, the mask moved with it);
 * flicker: mean absolute alpha change (0-255) between consecutive frames of a still picture with fresh pixel noise
   each frame (sigma 3 and 6 grey levels, what a camera or a diffusion model adds), per-frame vs the smoothed stage.
 
@@ -33,7 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests" / "matting"))
 
-from matte_support import PORTRAITS, flicker, iou, noisy_stills, reference  # noqa: E402
+from matte_support import PORTRAITS, flicker, iou, lite_reference, noisy_stills, reference  # noqa: E402
 
 from engine.interface import SessionRequest  # noqa: E402
 from engine.lite import LiteConfig, LiteEngine  # noqa: E402
@@ -161,8 +162,10 @@ def main() -> None:
         raw_seg = PersonSegmenter(refine=False)
         for name in PORTRAITS:
             image, truth = reference(name, args.data, SIDE)
+            _, lite_alpha, lite_truth = lite_reference(name, args.data)
             quality[name] = {"iou_refined": round(iou(seg.matte(image), truth), 4),
-                             "iou_model_only": round(iou(raw_seg.matte(image), truth), 4)}
+                             "iou_model_only": round(iou(raw_seg.matte(image), truth), 4),
+                             "iou_lite_engine_frame": round(iou(lite_alpha, lite_truth), 4)}
             noisy[name] = {f"sigma_{s:g}": _flicker(seg, image, s) for s in (3.0, 6.0)}
     else:
         quality["skipped"] = f"no shared data at {args.data}"

@@ -40,3 +40,26 @@ def noisy_stills(image: np.ndarray, n: int, sigma: float, seed: int = 0) -> np.n
     rng = np.random.default_rng(seed)
     noise = rng.normal(0.0, sigma, (n, *image.shape))
     return np.clip(image[None].astype(np.float32) + noise, 0, 255).astype(np.uint8)
+
+
+def lite_reference(name: str, data_dir: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The lite engine's first (still) frame of a portrait with alpha on, its matte, and the hand-drawn mask moved
+    by the same crop and scale the engine fitted the portrait with (read back from the face layouts)."""
+    from engine.interface import SessionRequest
+    from engine.lite.engine import LiteConfig, LiteEngine
+    from engine.lite.face_locator import locate_face
+
+    ref = json.loads((REFERENCE_DIR / f"{name}.json").read_text())
+    image = cv2.cvtColor(cv2.imread(str(data_dir / ref["image"]), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+    session = LiteEngine(LiteConfig(idle_motion=False, blinks=False)).start_session(
+        SessionRequest("ref", avatar=image, extra={"alpha": True}))
+    session.push_audio(np.zeros(16000, np.float32))
+    chunk = session.next_chunk()
+    (x0, y0, w0, _), (x1, y1, w1, _) = locate_face(image).face_box, session.renderer.layout.face_box
+    scale = w1 / w0
+    polygon = np.array(ref["polygon"], np.float64) * scale + (x1 - x0 * scale, y1 - y0 * scale)
+    h, w = chunk.frames.shape[1:3]
+    mask = np.zeros((h, w), np.uint8)
+    cv2.fillPoly(mask, [np.round(polygon).astype(np.int32)], 1)
+    assert chunk.alpha is not None
+    return chunk.frames[0], chunk.alpha[0], mask > 0

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from matte_support import PORTRAITS, flicker, iou, noisy_stills, reference
+from matte_support import PORTRAITS, flicker, iou, lite_reference, noisy_stills, reference
 
 from engine.lite.default_avatar import draw_default_avatar
 from engine.matting import model as matte_model
@@ -97,3 +97,10 @@ def test_parallel_segmentation_gives_the_same_mattes(segmenter: PersonSegmenter)
         assert np.array_equal(one.segment(frames), two.segment(frames))
     finally:
         two.close()
+
+
+@pytest.mark.parametrize("name", PORTRAITS)
+def test_the_lite_engines_matte_matches_the_hand_drawn_mask(shared_data: Path, name: str) -> None:
+    """The lite path (portrait fitted to the output, segmented once): its frames' alpha against the drawn mask."""
+    frame, alpha, truth = lite_reference(name, shared_data)
+    assert iou(alpha, truth) >= 0.9
