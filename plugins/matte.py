@@ -6,8 +6,9 @@ The matte is computed once, before the frame bus (``engine.matting``); here it i
 - :class:`MatteKeeper` gives every chunk a matte: its own, or for frames that came without one (hold frames: the
   last frame or the idle loop repeated while the engine is late) the last matte seen, so the cut-out never
   flashes opaque. Before any matte has arrived the answer is None (show the frame as it is).
-- :class:`Backdrop` composites frames over a colour (``#rrggbb``) or an image (cover-fitted to the frame), for
-  outputs that cannot carry alpha (the virtual camera: meeting apps ignore it).
+- :class:`Backdrop` lays a cut-out frame, fitted into an output frame (the virtual camera's 1280x720), over a colour
+  (``#rrggbb``) or an image that fills the whole output (cover-fitted), for outputs that cannot carry alpha
+  (meeting apps ignore it). Only the avatar's rectangle is blended; the rest is the backdrop as it is.
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import cv2
 import numpy as np
 
 from engine.interface import FrameChunk
+from plugins.frame_fit import FrameFitter
 
 __all__ = ["Backdrop", "MatteKeeper", "parse_colour"]
 
@@ -75,10 +77,10 @@ class Backdrop:
         return r, g, b
 
     def plate(self, height: int, width: int) -> np.ndarray:
-        """The background at ``width`` x ``height``, float32 RGB (cached for the last size)."""
+        """The background at ``width`` x ``height``, uint8 RGB (cached for the last size)."""
         if self._fitted is None or self._fitted.shape[:2] != (height, width):
             if self.colour is not None:
-                plate = np.empty((height, width, 3), np.float32)
+                plate = np.empty((height, width, 3), np.uint8)
                 plate[:] = self.colour
             else:
                 assert self._image is not None
@@ -87,16 +89,22 @@ class Backdrop:
                 resized = cv2.resize(self._image, (max(width, round(iw * scale)), max(height, round(ih * scale))),
                                      interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
                 y0, x0 = (resized.shape[0] - height) // 2, (resized.shape[1] - width) // 2
-                plate = resized[y0:y0 + height, x0:x0 + width].astype(np.float32)
+                plate = np.ascontiguousarray(resized[y0:y0 + height, x0:x0 + width])
+            plate.setflags(write=False)
             self._fitted = plate
         return self._fitted
 
-    def composite(self, frames: np.ndarray, alpha: np.ndarray) -> np.ndarray:
-        """RGB uint8 ``(n, H, W, 3)`` frames laid over the background with ``alpha`` ``(n, H, W)``: a new array."""
-        n, h, w, _ = frames.shape
-        plate = self.plate(h, w)
-        out = np.empty_like(frames)
-        for i in range(n):
-            a = alpha[i].astype(np.float32)[..., None] * (1.0 / 255.0)
-            out[i] = np.clip(plate + a * (frames[i].astype(np.float32) - plate) + 0.5, 0, 255).astype(np.uint8)
+    def over(self, rgba: np.ndarray, fitter: FrameFitter) -> np.ndarray:
+        """An RGBA uint8 ``(h, w, 4)`` frame (straight alpha) fitted by ``fitter`` over the backdrop: a new uint8
+        ``(fitter.height, fitter.width, 3)`` frame."""
+        geo = fitter.geometry(rgba.shape[:2])
+        y0, y1, x0, x1 = geo.crop
+        (sh, sw), (oy, ox) = geo.size, geo.offset
+        src = rgba[y0:y1, x0:x1]
+        if src.shape[:2] != (sh, sw):
+            src = cv2.resize(src, (sw, sh), interpolation=geo.interpolation)
+        out = self.plate(fitter.height, fitter.width).copy()
+        under = out[oy:oy + sh, ox:ox + sw].astype(np.float32)
+        a = src[..., 3:].astype(np.float32) * (1.0 / 255.0)
+        out[oy:oy + sh, ox:ox + sw] = np.clip(under + a * (src[..., :3].astype(np.float32) - under) + 0.5, 0, 255)
         return out

@@ -41,7 +41,7 @@ class VirtualCamConfig(SinkSettings):
     fit: Literal["letterbox", "crop"] = "letterbox"
     device: str | None = None
     alpha: bool = False  # cut the person out and show them over ``background`` (meeting apps ignore alpha)
-    background: str = "#00b140"  # with alpha: a #rrggbb colour or an image file (it fills the avatar's frame)
+    background: str = "#00b140"  # with alpha: a #rrggbb colour or an image file (it fills the camera frame)
 
     @field_validator("background")
     @classmethod

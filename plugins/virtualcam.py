@@ -153,8 +153,8 @@ class VirtualCamSink:
         pixels = chunk.frames
         if self.backdrop is not None:
             alpha = self._mattes.alpha_of(chunk)
-            if alpha is not None:
-                pixels = self.backdrop.composite(pixels, alpha)
+            if alpha is not None:  # RGBA through the pacer; the sender lays it over the backdrop when it fits it
+                pixels = np.concatenate([pixels, alpha[..., None]], axis=3)
         frames = [pixels[i] for i in range(chunk.num_frames)]
         with self._lock:
             if chunk.epoch < self._epoch:
@@ -251,7 +251,10 @@ class VirtualCamSink:
             assert self._slate is not None
             return self._slate
         if self._shown is None or self._shown[0] != due[0]:
-            self._shown = (due[0], self.fitter.fit(due[1]))
+            frame = due[1]
+            fitted = self.backdrop.over(frame, self.fitter) if self.backdrop is not None and frame.shape[2] == 4 \
+                else self.fitter.fit(frame)
+            self._shown = (due[0], fitted)
         return self._shown[1]
 
     def _run(self) -> None:

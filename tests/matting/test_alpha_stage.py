@@ -19,6 +19,7 @@ from engine.lite.animator import HeadPose
 from engine.lite.engine import LiteConfig, LiteEngine
 from engine.matting.segmenter import PersonSegmenter
 from engine.matting.stage import AlphaEngine, AlphaSession
+from plugins.frame_fit import FrameFitter
 from plugins.matte import Backdrop, MatteKeeper, parse_colour
 from plugins.obs.feed import FeedServer
 from plugins.settings import ObsConfig, VirtualCamConfig
@@ -192,21 +193,25 @@ def test_matte_keeper_reuses_the_last_matte_for_hold_frames() -> None:
     assert keeper.reused_frames == 2
 
 
-def test_backdrop_colour_and_image(tmp_path: Path) -> None:
+def test_backdrop_colour_and_image_fill_the_output(tmp_path: Path) -> None:
     assert parse_colour("#00b140") == (0, 177, 64) and parse_colour("bg.png") is None and parse_colour("#zzzzzz") is None
-    frames = np.full((1, 8, 8, 3), 100, np.uint8)
-    alpha = np.zeros((1, 8, 8), np.uint8)
-    alpha[:, :, 4:] = 255
-    out = Backdrop("#ff0000").composite(frames, alpha)
-    assert out[0, 0, 0].tolist() == [255, 0, 0] and out[0, 0, 7].tolist() == [100, 100, 100]
+    rgba = np.zeros((8, 8, 4), np.uint8)
+    rgba[..., :3] = 100
+    rgba[:, 4:, 3] = 255  # the right half is the person
+    fitter = FrameFitter(16, 8, "letterbox")  # the 8x8 frame lands at x 4..12, bars either side
+    out = Backdrop("#ff0000").over(rgba, fitter)
+    assert out.shape == (8, 16, 3)
+    assert out[4, 0].tolist() == [255, 0, 0] and out[4, 5].tolist() == [255, 0, 0]  # a bar; the cut-away background
+    assert out[4, 10].tolist() == [100, 100, 100]  # the person
     img = np.zeros((20, 40, 3), np.uint8)
-    img[:, :20] = (0, 0, 255)  # BGR red left half, blue right half... in RGB: blue left, red right
-    img[:, 20:] = (255, 0, 0)
+    img[:, :20] = (255, 0, 0)  # BGR: blue left half, red right half
+    img[:, 20:] = (0, 0, 255)
     path = tmp_path / "bg.png"
     cv2.imwrite(str(path), img)
     backdrop = Backdrop(str(path))
-    out = backdrop.composite(frames, alpha)
-    assert out[0, 4, 0].tolist() == [255, 0, 0]  # cover-fitted: the image's left half lies under the left pixels
+    out = backdrop.over(rgba, fitter)
+    assert out[4, 0].tolist() == [0, 0, 255] and out[4, 15].tolist() == [255, 0, 0]  # the image fills the bars too
+    assert out[4, 5].tolist() == [0, 0, 255] and out[4, 10].tolist() == [100, 100, 100]
     assert backdrop.pad_rgb == (128, 0, 128)
     with pytest.raises(ValueError, match="neither a #rrggbb colour nor a readable image"):
         Backdrop(str(tmp_path / "missing.png"))
