@@ -9,7 +9,7 @@ Measures, at 512x512 on the CPU,
   and for the lite renderer the per-frame cost of moving the portrait's matte plus its one-time segmentation;
 * edge quality: IoU of ``alpha >= 128`` against the hand-drawn masks in ``tests/data/alpha`` (portraits from
   ``../shared/data``; skipped without it), raw model and with the edge fit, and the lite engine's frame (the
-  portrait fitted to the output, the mask moved with it);
+  portrait fitted to the output, the mask moved with it) and 448x768 crops (FlashTalk's frame shape);
 * flicker: mean absolute alpha change (0-255) between consecutive frames of a still picture with fresh pixel noise
   each frame (sigma 3 and 6 grey levels, what a camera or a diffusion model adds), per-frame vs the smoothed stage.
 
@@ -169,9 +169,14 @@ def main() -> None:
         for name in PORTRAITS:
             image, truth = reference(name, args.data, SIDE)
             _, lite_alpha, lite_truth = lite_reference(name, args.data)
+            # FlashTalk's frames are 448x768: the same model input squeezed from a tall frame (as MediaPipe does)
+            tall_image, tall_truth = reference(name, args.data, 768)
+            tall = [round(iou(seg.matte(np.ascontiguousarray(tall_image[:, x0:x0 + 448])), tall_truth[:, x0:x0 + 448]), 4)
+                    for x0 in (60, 160, 300)]
             quality[name] = {"iou_refined": round(iou(seg.matte(image), truth), 4),
                              "iou_model_only": round(iou(raw_seg.matte(image), truth), 4),
-                             "iou_lite_engine_frame": round(iou(lite_alpha, lite_truth), 4)}
+                             "iou_lite_engine_frame": round(iou(lite_alpha, lite_truth), 4),
+                             "iou_448x768_crops_at_x_60_160_300": tall}
             noisy[name] = {f"sigma_{s:g}": _flicker(seg, image, s) for s in (3.0, 6.0)}
     else:
         quality["skipped"] = f"no shared data at {args.data}"
