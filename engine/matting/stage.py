@@ -92,8 +92,7 @@ class AlphaEngine:
     """An engine whose sessions' chunks carry a person matte; see the module docstring.
 
     ``threads`` > 1 segments a chunk's frames in parallel (each thread its own network). The default is one: OpenCV
-    already spreads one network over the cores, and on the shared 2-core machine a second thread gave no steady gain
-    (``benchmarks/matte_bench.py`` measures both)."""
+    already spreads one network over the cores (``benchmarks/matte_bench.py`` measures one thread and all cores)."""
 
     def __init__(self, inner: AvatarEngine, model: Path | None = None, threads: int | None = None) -> None:
         self.inner = inner
