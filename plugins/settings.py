@@ -29,6 +29,7 @@ class RecorderConfig(SinkSettings):
 
     enabled: bool = False
     path: Path | None = None
+    alpha: bool = False  # a transparent WebM (VP9 with the person matte as alpha + Opus); the path must end in .webm
 
 
 class VirtualCamConfig(SinkSettings):

@@ -45,9 +45,10 @@ def session_request(config: SoulxConfig, avatar: np.ndarray | None, *, realtime:
 
 
 def alpha_wanted(config: SoulxConfig) -> bool:
-    """An enabled sink asked for the person cut out (``sinks.obs.alpha``, ``sinks.virtualcam.alpha``)."""
+    """An enabled sink asked for the person cut out (``sinks.obs.alpha``, ``sinks.virtualcam.alpha``,
+    ``sinks.recorder.alpha``)."""
     sinks = config.sinks
-    return (sinks.obs.enabled and sinks.obs.alpha) or (sinks.virtualcam.enabled and sinks.virtualcam.alpha)
+    return any(s.enabled and s.alpha for s in (sinks.obs, sinks.virtualcam, sinks.recorder))
 
 
 def build_engine(config: SoulxConfig) -> AvatarEngine:

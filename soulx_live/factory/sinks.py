@@ -23,8 +23,9 @@ def build_sinks(config: SoulxConfig) -> list[FrameSink]:
     if rec.enabled:
         from plugins.recorder import RecorderSink
 
-        path = rec.path or Path.cwd() / f"soulx-live-{datetime.now():%Y%m%d-%H%M%S}.mp4"
-        sinks.append(RecorderSink(path))
+        suffix = ".webm" if rec.alpha else ".mp4"
+        path = rec.path or Path.cwd() / f"soulx-live-{datetime.now():%Y%m%d-%H%M%S}{suffix}"
+        sinks.append(RecorderSink(path, alpha=rec.alpha))
     vcam, mic = config.sinks.virtualcam, config.sinks.virtualmic
     clock = None
     if vcam.enabled and mic.enabled:
