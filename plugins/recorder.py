@@ -23,7 +23,7 @@ import numpy as np
 
 from engine.interface import ChunkSpec, FrameChunk
 from plugins.base import SinkError
-from plugins.matte import MatteKeeper
+from plugins.matte import MatteKeeper, unmix_edges
 
 __all__ = ["MediaInfo", "RecorderSink", "RecordingStats", "probe_media"]
 
@@ -135,8 +135,11 @@ class RecorderSink:
         frames, audio = chunk.frames, self._fit_audio(chunk)
         if self.alpha:  # RGBA: the matte (or the last one) as the fourth channel
             matte = self._mattes.alpha_of(chunk)
-            opaque = np.full(frames.shape[:3], 255, np.uint8) if matte is None else matte
-            frames = np.concatenate([frames, opaque[..., None]], axis=3)
+            if matte is None:
+                matte = np.full(frames.shape[:3], 255, np.uint8)
+            else:
+                frames = unmix_edges(frames, matte)
+            frames = np.concatenate([frames, matte[..., None]], axis=3)
         if start > self._frames_out:
             self._fill(start - self._frames_out)
         elif start < self._frames_out:  # overlap with what is already written: keep the old, drop the new

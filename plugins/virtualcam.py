@@ -32,7 +32,7 @@ from engine.interface import ChunkSpec, FrameChunk
 from plugins.av_clock import AvClock
 from plugins.base import SinkError
 from plugins.frame_fit import FrameFitter
-from plugins.matte import Backdrop, MatteKeeper
+from plugins.matte import Backdrop, MatteKeeper, unmix_edges
 from plugins.pacer import MediaClockPacer, PacerStats, TickClock
 
 if TYPE_CHECKING:
@@ -154,7 +154,7 @@ class VirtualCamSink:
         if self.backdrop is not None:
             alpha = self._mattes.alpha_of(chunk)
             if alpha is not None:  # RGBA through the pacer; the sender lays it over the backdrop when it fits it
-                pixels = np.concatenate([pixels, alpha[..., None]], axis=3)
+                pixels = np.concatenate([unmix_edges(pixels, alpha), alpha[..., None]], axis=3)
         frames = [pixels[i] for i in range(chunk.num_frames)]
         with self._lock:
             if chunk.epoch < self._epoch:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from engine.interface import ChunkSpec, FrameChunk
 from plugins.base import SinkError
-from plugins.matte import MatteKeeper
+from plugins.matte import MatteKeeper, unmix_edges
 from plugins.obs.client import Backoff, Connector, ObsConnection, ObsError
 from plugins.obs.feed import FeedServer
 from plugins.obs.setup import SetupReport, ensure_source, switch_scene
@@ -76,7 +76,9 @@ class ObsSink:
         feed = self._require_open()
         if chunk.epoch < self._epoch:
             return
-        feed.push(chunk.frames, chunk.audio, self._mattes.alpha_of(chunk) if self.cfg.alpha else None)
+        alpha = self._mattes.alpha_of(chunk) if self.cfg.alpha else None
+        frames = chunk.frames if alpha is None else unmix_edges(chunk.frames, alpha)  # no pale fringe over OBS
+        feed.push(frames, chunk.audio, alpha)
 
     def hold(self, reason: str) -> None:
         # The feed repeats the last frame with silence by itself while no frames arrive.

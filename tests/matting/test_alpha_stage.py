@@ -20,7 +20,7 @@ from engine.lite.engine import LiteConfig, LiteEngine
 from engine.matting.segmenter import PersonSegmenter
 from engine.matting.stage import AlphaEngine, AlphaSession
 from plugins.frame_fit import FrameFitter
-from plugins.matte import Backdrop, MatteKeeper, parse_colour
+from plugins.matte import Backdrop, MatteKeeper, parse_colour, unmix_edges
 from plugins.obs.feed import FeedServer
 from plugins.settings import ObsConfig, VirtualCamConfig
 from soulx_live.bus import FramePublisher, FrameSubscriber
@@ -255,3 +255,25 @@ def test_a_missing_model_stops_the_start_with_the_fix(monkeypatch: pytest.Monkey
         build_sinks(wants)  # in the daemon, before any engine worker starts
     with pytest.raises(DaemonError, match="does not exist"):
         build_engine(wants)
+
+
+def test_unmix_edges_gives_the_edge_band_the_persons_colour() -> None:
+    """A known person colour F mixed over a known background B by a soft disc matte: the edge band's estimate is far
+    closer to F than the mixed pixels are; solid person pixels stay exactly as they were."""
+    size = 256
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
+    a = np.clip((90 - np.hypot(xx - 128, yy - 128)) / 8 + 0.5, 0, 1)[..., None]
+    person = np.empty((size, size, 3), np.float32)
+    person[:] = (200, 120, 60)
+    person += 20 * np.sin(xx / 17)[..., None]
+    behind = np.empty((size, size, 3), np.float32)
+    behind[:] = (40, 90, 220)
+    frame = np.clip(a * person + (1 - a) * behind + 0.5, 0, 255).astype(np.uint8)
+    alpha = np.clip(a[..., 0] * 255 + 0.5, 0, 255).astype(np.uint8)
+    out = unmix_edges(frame[None], alpha[None])[0]
+    band = (alpha > 10) & (alpha < 245)
+    before = np.abs(frame[band].astype(np.float32) - person[band]).mean()
+    after = np.abs(out[band].astype(np.float32) - person[band]).mean()
+    assert band.sum() > 500 and after < before / 3
+    solid = alpha >= 252
+    assert np.array_equal(out[solid], frame[solid]) and frame.flags.writeable  # a new array, the input untouched
