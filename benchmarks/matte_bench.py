@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests" / "matting"))
 
-from matte_support import PORTRAITS, flicker, iou, lite_reference, noisy_stills, reference  # noqa: E402
+from matte_support import PORTRAITS, flicker, iou, lite_reference, noisy_stills, reference, soft_disc  # noqa: E402
 
 from engine.interface import SessionRequest  # noqa: E402
 from engine.lite import LiteConfig, LiteEngine  # noqa: E402
@@ -151,16 +151,7 @@ def _unmix() -> dict[str, float]:
     mean error of the edge band against the true person colour, as mixed and after ``unmix_edges``; its time."""
     from plugins.matte import unmix_edges
 
-    yy, xx = np.mgrid[0:SIDE, 0:SIDE].astype(np.float32)
-    a = np.clip((180 - np.hypot(xx - 256, yy - 256)) / 12 + 0.5, 0, 1)[..., None]
-    person = np.empty((SIDE, SIDE, 3), np.float32)
-    person[:] = (200, 120, 60)
-    person += 20 * np.sin(xx / 17)[..., None]
-    behind = np.empty((SIDE, SIDE, 3), np.float32)
-    behind[:] = (40, 90, 220)
-    behind += 25 * np.cos(yy / 23)[..., None]
-    frame = np.clip(a * person + (1 - a) * behind + 0.5, 0, 255).astype(np.uint8)
-    alpha = np.clip(a[..., 0] * 255 + 0.5, 0, 255).astype(np.uint8)
+    frame, alpha, person = soft_disc(SIDE, 180, 12)
     times = []
     for _ in range(20):
         t0 = time.perf_counter()

@@ -63,3 +63,19 @@ def lite_reference(name: str, data_dir: Path) -> tuple[np.ndarray, np.ndarray, n
     cv2.fillPoly(mask, [np.round(polygon).astype(np.int32)], 1)
     assert chunk.alpha is not None
     return chunk.frames[0], chunk.alpha[0], mask > 0
+
+
+def soft_disc(size: int, radius: float, ramp: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A picture whose true colours are known: a textured orange "person" disc mixed over a blue background by a
+    soft matte (``ramp`` px wide). Returns the mixed RGB uint8 frame, its uint8 alpha and the person's float colours."""
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
+    c = size / 2
+    a = np.clip((radius - np.hypot(xx - c, yy - c)) / ramp + 0.5, 0, 1)[..., None]
+    person = np.empty((size, size, 3), np.float32)
+    person[:] = (200, 120, 60)
+    person += 20 * np.sin(xx / 17)[..., None]
+    behind = np.empty((size, size, 3), np.float32)
+    behind[:] = (40, 90, 220)
+    behind += 25 * np.cos(yy / 23)[..., None]
+    frame = np.clip(a * person + (1 - a) * behind + 0.5, 0, 255).astype(np.uint8)
+    return frame, np.clip(a[..., 0] * 255 + 0.5, 0, 255).astype(np.uint8), person

@@ -12,7 +12,7 @@ import av
 import cv2
 import numpy as np
 import pytest
-from matte_support import iou
+from matte_support import iou, soft_disc
 
 from engine.interface import ChunkSpec, FrameChunk, SessionRequest
 from engine.lite.animator import HeadPose
@@ -260,16 +260,7 @@ def test_a_missing_model_stops_the_start_with_the_fix(monkeypatch: pytest.Monkey
 def test_unmix_edges_gives_the_edge_band_the_persons_colour() -> None:
     """A known person colour F mixed over a known background B by a soft disc matte: the edge band's estimate is far
     closer to F than the mixed pixels are; solid person pixels stay exactly as they were."""
-    size = 256
-    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
-    a = np.clip((90 - np.hypot(xx - 128, yy - 128)) / 8 + 0.5, 0, 1)[..., None]
-    person = np.empty((size, size, 3), np.float32)
-    person[:] = (200, 120, 60)
-    person += 20 * np.sin(xx / 17)[..., None]
-    behind = np.empty((size, size, 3), np.float32)
-    behind[:] = (40, 90, 220)
-    frame = np.clip(a * person + (1 - a) * behind + 0.5, 0, 255).astype(np.uint8)
-    alpha = np.clip(a[..., 0] * 255 + 0.5, 0, 255).astype(np.uint8)
+    frame, alpha, person = soft_disc(256, 90, 8)
     out = unmix_edges(frame[None], alpha[None])[0]
     band = (alpha > 10) & (alpha < 245)
     before = np.abs(frame[band].astype(np.float32) - person[band]).mean()
