@@ -55,6 +55,14 @@ def scene_shot(c: ObsConnection) -> np.ndarray:
 
 
 def test_obs_shows_the_colour_behind_the_cut_out_avatar(obs: HeadlessObs) -> None:
+    from engine.matting.model import MatteModelMissing, find_model
+
+    try:
+        find_model()
+    except MatteModelMissing as exc:  # make install adds it; in CI a missing model fails
+        if os.environ.get("CI"):
+            pytest.fail(f"{exc} (CI is set)")
+        pytest.skip(str(exc))
     sys.path.insert(0, str(Path(__file__).parents[1] / "daemon"))
     from live_support import DaemonThread, live_config, short_tmp, write_tone
 
