@@ -49,7 +49,7 @@ def unmix_edges(frames: np.ndarray, alpha: np.ndarray) -> np.ndarray:
     person. The blurs run at a quarter of the size (a wide blur loses nothing there); the rest only on the band.
     """
     out = np.array(frames, dtype=np.uint8, copy=True)
-    for frame, matte in zip(out, alpha):
+    for frame, matte in zip(out, alpha, strict=True):
         band = (matte > EDGE_LO) & (matte < EDGE_HI)
         if not band.any():
             continue

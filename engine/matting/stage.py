@@ -73,7 +73,7 @@ class AlphaSession:
         each = self._pool.map if self._pool is not None else map
         raws = list(each(seg.raw, frames))
         probs, guides = [], []
-        for frame, raw in zip(frames, raws):
+        for frame, raw in zip(frames, raws, strict=True):
             probs.append(self._temporal.update(raw, grey(frame)).copy())
             assert self._temporal.steady is not None
             guides.append(self._temporal.steady.copy())
