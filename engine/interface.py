@@ -72,6 +72,9 @@ class FrameChunk:
 
     ``epoch`` is the barge-in generation the chunk belongs to: every interrupt bumps it, and receivers
     drop chunks older than the newest epoch they know (the frame timeline itself keeps counting).
+
+    ``alpha`` (optional) is uint8 ``(n, H, W)``, the person matte of each frame (255 = person, 0 = background),
+    present when a sink asked for alpha output (``engine.matting``); sinks without alpha ignore it.
     """
 
     session_id: str
@@ -81,6 +84,7 @@ class FrameChunk:
     audio: np.ndarray
     audio_t0: int
     epoch: int = 0
+    alpha: np.ndarray | None = None
 
     @property
     def num_frames(self) -> int:
@@ -95,7 +99,7 @@ class SessionRequest:
     avatar: np.ndarray | None = None  # uint8 (H, W, 3) RGB
     prompt: str = ""
     seed: int = 0
-    extra: dict[str, object] = field(default_factory=dict)
+    extra: dict[str, object] = field(default_factory=dict)  # "alpha": True asks for FrameChunk.alpha when the engine can
 
 
 @runtime_checkable

@@ -216,7 +216,7 @@ class FrameGapFiller:
         self.idle.add(chunk.frames, chunk.audio)
         self.holding = False
         self._loop = None
-        return self._emit(chunk.frames, chunk.audio)
+        return self._emit(chunk.frames, chunk.audio, chunk.alpha)
 
     def interrupt(self, epoch: int, now: float) -> None:
         """Barge-in: the content scheduled after ``now`` was dropped downstream; hold from now on."""
@@ -298,10 +298,11 @@ class FrameGapFiller:
         self.lite_frames += 1
         return frame
 
-    def _emit(self, frames: np.ndarray, audio: np.ndarray) -> FrameChunk:
+    def _emit(self, frames: np.ndarray, audio: np.ndarray, alpha: np.ndarray | None = None) -> FrameChunk:
+        """A chunk on the output timeline; hold frames carry no alpha (an alpha sink keeps its last matte)."""
         first = self.out_frames
         chunk = FrameChunk(self._session, self._seq, first, frames, audio, first * self.spec.samples_per_frame,
-                           epoch=self.epoch)
+                           epoch=self.epoch, alpha=alpha)
         self.out_frames += int(frames.shape[0])
         self._seq += 1
         return chunk

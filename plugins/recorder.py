@@ -8,6 +8,10 @@ the last frame with silence, which keeps later audio in sync with later video. A
 stays below one 25 fps frame period, so decoded audio and video lengths agree within one frame.
 The file is written to ``<name>.part.mp4`` and renamed when complete, so the final name only ever
 holds a finished, playable file.
+
+With ``alpha`` (``sinks.recorder.alpha``) the file is a transparent WebM instead: VP9 with an alpha channel (the
+person matte; video editors, browsers and OBS read it) + Opus at 48 kHz. Frames without a matte of their own (gap
+fills, hold frames) keep the last matte.
 """
 from __future__ import annotations
 
@@ -19,6 +23,7 @@ import numpy as np
 
 from engine.interface import ChunkSpec, FrameChunk
 from plugins.base import SinkError
+from plugins.matte import MatteKeeper, unmix_edges
 
 __all__ = ["MediaInfo", "RecorderSink", "RecordingStats", "probe_media"]
 
@@ -62,9 +67,15 @@ class RecorderSink:
 
     queue_chunks = 16
 
-    def __init__(self, path: str | Path, *, preset: str = "veryfast", crf: int = 20, name: str = "recorder") -> None:
+    def __init__(self, path: str | Path, *, preset: str = "veryfast", crf: int = 20, name: str = "recorder",
+                 alpha: bool = False) -> None:
         self.name = name
         self.path = Path(path)
+        self.alpha = alpha
+        if alpha and self.path.suffix.lower() != ".webm":
+            raise SinkError(f"{name}: a recording with alpha is a WebM (VP9 with an alpha channel): name it .webm, "
+                            f"not {self.path.name!r}")
+        self._mattes = MatteKeeper()
         self.preset = preset
         self.crf = crf
         self.stats: RecordingStats | None = None
@@ -95,14 +106,19 @@ class RecorderSink:
             raise SinkError(f"{self.name}: frame size {spec.width}x{spec.height} is too small to encode")
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._container = av.open(str(self._tmp_path), mode="w", format="mp4")
+            self._container = av.open(str(self._tmp_path), mode="w", format="webm" if self.alpha else "mp4")
         except (OSError, av.FFmpegError) as exc:
             raise SinkError(f"{self.name}: cannot create {self.path}: {exc}") from exc
-        video = self._container.add_stream("libx264", rate=spec.fps)
-        video.width, video.height, video.pix_fmt = self._w, self._h, "yuv420p"
+        if self.alpha:  # VP9 keeps the alpha plane (yuva420p); realtime speed, constant quality
+            video = self._container.add_stream("libvpx-vp9", rate=spec.fps)
+            video.width, video.height, video.pix_fmt = self._w, self._h, "yuva420p"
+            video.options = {"deadline": "realtime", "cpu-used": "8", "row-mt": "1", "crf": "30", "b": "0"}
+        else:
+            video = self._container.add_stream("libx264", rate=spec.fps)
+            video.width, video.height, video.pix_fmt = self._w, self._h, "yuv420p"
+            video.options = {"preset": self.preset, "crf": str(self.crf)}
         video.codec_context.time_base = Fraction(1) / spec.fps
-        video.options = {"preset": self.preset, "crf": str(self.crf)}
-        audio = self._container.add_stream("aac", rate=AUDIO_OUT_RATE)
+        audio = self._container.add_stream("libopus" if self.alpha else "aac", rate=AUDIO_OUT_RATE)
         audio.layout = "mono"
         audio.codec_context.time_base = Fraction(1, AUDIO_OUT_RATE)
         self._video, self._audio = video, audio
@@ -117,6 +133,13 @@ class RecorderSink:
             self._offset = self._frames_out - chunk.first_frame
         start = chunk.first_frame + self._offset
         frames, audio = chunk.frames, self._fit_audio(chunk)
+        if self.alpha:  # RGBA: the matte (or the last one) as the fourth channel
+            matte = self._mattes.alpha_of(chunk)
+            if matte is None:
+                matte = np.full(frames.shape[:3], 255, np.uint8)
+            else:
+                frames = unmix_edges(frames, matte)
+            frames = np.concatenate([frames, matte[..., None]], axis=3)
         if start > self._frames_out:
             self._fill(start - self._frames_out)
         elif start < self._frames_out:  # overlap with what is already written: keep the old, drop the new
@@ -200,7 +223,7 @@ class RecorderSink:
         spec = self._spec
         assert spec is not None
         log.warning("%s: %d frames missing (dropped upstream); repeating the last frame with silence", self.name, n_frames)
-        last = self._last_frame if self._last_frame is not None else np.zeros((self._h, self._w, 3), np.uint8)
+        last = self._last_frame if self._last_frame is not None else np.zeros((self._h, self._w, 4 if self.alpha else 3), np.uint8)
         for _ in range(n_frames):
             self._encode(last[None], np.zeros(spec.samples_per_frame, np.float32))
         self._filled += n_frames
@@ -212,7 +235,7 @@ class RecorderSink:
         assert spec is not None
         for rgb in frames:
             rgb = np.ascontiguousarray(rgb[: self._h, : self._w])
-            vf = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+            vf = av.VideoFrame.from_ndarray(rgb, format="rgba" if rgb.shape[2] == 4 else "rgb24")
             vf.pts = self._frames_out
             self._mux(self._video, vf)
             self._frames_out += 1

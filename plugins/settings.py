@@ -13,7 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 __all__ = ["ObsConfig", "RecorderConfig", "SinkSettings", "VirtualCamConfig", "VirtualMicConfig"]
 
@@ -29,6 +29,7 @@ class RecorderConfig(SinkSettings):
 
     enabled: bool = False
     path: Path | None = None
+    alpha: bool = False  # a transparent WebM (VP9 with the person matte as alpha + Opus); the path must end in .webm
 
 
 class VirtualCamConfig(SinkSettings):
@@ -40,6 +41,18 @@ class VirtualCamConfig(SinkSettings):
     fps: int = Field(30, gt=0)
     fit: Literal["letterbox", "crop"] = "letterbox"
     device: str | None = None
+    alpha: bool = False  # cut the person out and show them over ``background`` (meeting apps ignore alpha)
+    background: str = "#00b140"  # with alpha: a #rrggbb colour or an image file (it fills the camera frame)
+
+    @field_validator("background")
+    @classmethod
+    def _colour_or_file(cls, value: str) -> str:
+        text = value.strip()
+        if text.startswith("#") and (len(text) != 7 or any(c not in "0123456789abcdefABCDEF" for c in text[1:])):
+            raise ValueError(f"background {value!r}: a colour is #rrggbb (e.g. #00b140), anything else names an image file")
+        if not text.startswith("#") and not Path(text).expanduser().is_file():
+            raise ValueError(f"background image {value!r} does not exist (or use a #rrggbb colour)")
+        return text
 
 
 class VirtualMicConfig(SinkSettings):
@@ -66,3 +79,4 @@ class ObsConfig(SinkSettings):
     feed_port: int = Field(47870, ge=1, le=65535)
     speaking_scene: str | None = None  # switch to this scene when speech starts
     idle_scene: str | None = None  # and to this one when it ends
+    alpha: bool = False  # the feed's alpha channel is the person matte: OBS shows what is behind the avatar

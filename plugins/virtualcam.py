@@ -32,6 +32,7 @@ from engine.interface import ChunkSpec, FrameChunk
 from plugins.av_clock import AvClock
 from plugins.base import SinkError
 from plugins.frame_fit import FrameFitter
+from plugins.matte import Backdrop, MatteKeeper, unmix_edges
 from plugins.pacer import MediaClockPacer, PacerStats, TickClock
 
 if TYPE_CHECKING:
@@ -93,7 +94,10 @@ class VirtualCamSink:
         self.name = name
         self.cfg = cfg
         self.backend = backend
-        self.fitter = FrameFitter(cfg.width, cfg.height, cfg.fit, pad_rgb)
+        # sinks.virtualcam.alpha: the person over an opaque background (letterbox bars in its colour)
+        self.backdrop = Backdrop(cfg.background) if cfg.alpha else None
+        self._mattes = MatteKeeper()
+        self.fitter = FrameFitter(cfg.width, cfg.height, cfg.fit, self.backdrop.pad_rgb if self.backdrop else pad_rgb)
         self._latency, self._max_drift = latency_frames, max_drift_frames
         self._clock_fn, self._sleep_fn = clock, sleep
         self._start_thread = start_thread
@@ -146,7 +150,12 @@ class VirtualCamSink:
             raise self._error
         if self._pacer is None:
             raise SinkError(f"{self.name}: write() before open() or after close()")
-        frames = [chunk.frames[i] for i in range(chunk.num_frames)]
+        pixels = chunk.frames
+        if self.backdrop is not None:
+            alpha = self._mattes.alpha_of(chunk)
+            if alpha is not None:  # RGBA through the pacer; the sender lays it over the backdrop when it fits it
+                pixels = np.concatenate([unmix_edges(pixels, alpha), alpha[..., None]], axis=3)
+        frames = [pixels[i] for i in range(chunk.num_frames)]
         with self._lock:
             if chunk.epoch < self._epoch:
                 return  # stale: from before a barge-in
@@ -242,7 +251,10 @@ class VirtualCamSink:
             assert self._slate is not None
             return self._slate
         if self._shown is None or self._shown[0] != due[0]:
-            self._shown = (due[0], self.fitter.fit(due[1]))
+            frame = due[1]
+            fitted = self.backdrop.over(frame, self.fitter) if self.backdrop is not None and frame.shape[2] == 4 \
+                else self.fitter.fit(frame)
+            self._shown = (due[0], fitted)
         return self._shown[1]
 
     def _run(self) -> None:

@@ -2,7 +2,7 @@
 
 Wire format, one ZeroMQ multipart message per chunk::
 
-    [b"frames", FrameHeader, pixels (n*h*w*3 bytes rgb24), audio (audio_samples float32 LE)]
+    [b"frames", FrameHeader, pixels (n*h*w*3 bytes rgb24), audio (audio_samples float32 LE)(, alpha (n*h*w bytes))]
     [b"frames", EndOfStream]
     [b"status", EngineStatus]
 
@@ -117,19 +117,23 @@ class FramePublisher:
         contract (the producer's bug, not a wire problem).
         """
         epoch = chunk.epoch if epoch is None else epoch
-        frames, audio = _check_chunk(chunk, spec)
+        frames, audio, alpha = _check_chunk(chunk, spec)
         n, h, w, _ = frames.shape
         fps = Fraction(spec.fps)
         header = FrameHeader(
             session_id=chunk.session_id, seq=chunk.seq, first_frame=chunk.first_frame, n=n, h=h, w=w,
             fps_num=fps.numerator, fps_den=fps.denominator, sample_rate=spec.sample_rate,
             audio_t0=chunk.audio_t0, audio_samples=audio.shape[0], epoch=epoch, sent_mono_ns=time.monotonic_ns(),
+            alpha=alpha is not None,
         )
-        if not self._send([TOPIC_FRAMES, encode(header), frames, audio]):
+        parts: list[bytes | np.ndarray] = [TOPIC_FRAMES, encode(header), frames, audio]
+        if alpha is not None:
+            parts.append(alpha)
+        if not self._send(parts):
             return False
         self.stats.published += 1
         self.stats.frames += n
-        self.stats.bytes += frames.nbytes + audio.nbytes
+        self.stats.bytes += frames.nbytes + audio.nbytes + (0 if alpha is None else alpha.nbytes)
         return True
 
     def publish_end(self, session_id: str, last_frame: int) -> bool:
@@ -169,18 +173,23 @@ class FramePublisher:
                 self._subscriptions[event[1:]] += 1 if event[0] else -1
 
 
-def _check_chunk(chunk: FrameChunk, spec: ChunkSpec) -> tuple[np.ndarray, np.ndarray]:
-    frames, audio = chunk.frames, chunk.audio
+def _check_chunk(chunk: FrameChunk, spec: ChunkSpec) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    frames, audio, alpha = chunk.frames, chunk.audio, chunk.alpha
     if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[3] != 3 or frames.shape[0] < 1:
         raise ValueError(f"chunk {chunk.seq}: frames must be uint8 (n, H, W, 3), got {frames.dtype} {frames.shape}")
     expected = frames.shape[0] * spec.samples_per_frame
     if audio.ndim != 1 or audio.shape[0] != expected:
         raise ValueError(f"chunk {chunk.seq}: audio must be {expected} mono samples for {frames.shape[0]} frames, got {audio.shape}")
+    if alpha is not None:
+        if alpha.dtype != np.uint8 or alpha.shape != frames.shape[:3]:
+            raise ValueError(f"chunk {chunk.seq}: alpha must be uint8 {frames.shape[:3]}, got {alpha.dtype} {alpha.shape}")
+        alpha = np.ascontiguousarray(alpha)
+        alpha.flags.writeable = False
     frames = np.ascontiguousarray(frames)  # no-op for a contract-abiding chunk
     audio = np.ascontiguousarray(audio, dtype="<f4")
     frames.flags.writeable = False
     audio.flags.writeable = False
-    return frames, audio
+    return frames, audio, alpha
 
 
 class FrameSubscriber:
@@ -257,16 +266,23 @@ class FrameSubscriber:
         return msg
 
     def _chunk(self, header: FrameHeader, parts: list[zmq.Frame]) -> FrameChunk | None:
-        if len(parts) != 4:
-            return self._reject("malformed", f"chunk {header.seq} has {len(parts)} parts, expected 4 (topic, header, pixels, audio)")
+        want = 5 if header.alpha else 4
+        if len(parts) != want:
+            return self._reject("malformed", f"chunk {header.seq} has {len(parts)} parts, expected {want} (topic, header, pixels, "
+                                             f"audio{', alpha' if header.alpha else ''})")
         if min(header.n, header.h, header.w, header.fps_num, header.fps_den, header.sample_rate) < 1 or header.audio_samples < 0:
             return self._reject("malformed", f"chunk {header.seq} has a nonsensical header: {header}")
-        if len(parts[2]) != header.pixel_bytes or len(parts[3]) != header.audio_bytes:
-            return self._reject("malformed", f"chunk {header.seq}: payload of {len(parts[2])}+{len(parts[3])} bytes, header "
-                                             f"says {header.pixel_bytes}+{header.audio_bytes}")
+        alpha_len = len(parts[4]) if header.alpha else 0
+        if len(parts[2]) != header.pixel_bytes or len(parts[3]) != header.audio_bytes or alpha_len != header.alpha_bytes:
+            return self._reject("malformed", f"chunk {header.seq}: payload of {len(parts[2])}+{len(parts[3])}+{alpha_len} bytes, "
+                                             f"header says {header.pixel_bytes}+{header.audio_bytes}+{header.alpha_bytes}")
         frames = np.frombuffer(parts[2].buffer, dtype=np.uint8).reshape(header.n, header.h, header.w, 3)
         audio = np.frombuffer(parts[3].buffer, dtype="<f4")
         frames.flags.writeable = audio.flags.writeable = False  # views of the message: immutable like any FrameChunk
+        alpha = None
+        if header.alpha:
+            alpha = np.frombuffer(parts[4].buffer, dtype=np.uint8).reshape(header.n, header.h, header.w)
+            alpha.flags.writeable = False
         key = (header.session_id, header.epoch)
         if self._last is not None and self._last[:2] == key and header.seq > self._last[2] + 1:
             self.stats.dropped_gaps += header.seq - self._last[2] - 1
@@ -275,7 +291,7 @@ class FrameSubscriber:
         self.stats.received += 1
         self.stats.frames += header.n
         return FrameChunk(header.session_id, header.seq, header.first_frame, frames, audio, header.audio_t0,
-                          epoch=header.epoch)
+                          epoch=header.epoch, alpha=alpha)
 
     def _reject(self, reason: str, detail: str) -> None:
         if reason == "version":

@@ -58,8 +58,8 @@ __all__ = [
 
 ENV_PREFIX = "SOULX_"
 ENV_NESTING = "__"
-# not config keys: read by the CLI itself, or by the test suite (where the golden bundles are)
-RESERVED_ENV = frozenset({"SOULX_CONFIG", "SOULX_GOLDEN_DIR", "SOULX_GOLDEN_FLASHHEAD_DIR"})
+# not config keys: read by the CLI itself, by the matte model lookup, or by the test suite (the golden bundles)
+RESERVED_ENV = frozenset({"SOULX_CONFIG", "SOULX_GOLDEN_DIR", "SOULX_GOLDEN_FLASHHEAD_DIR", "SOULX_MATTE_MODEL"})
 
 
 class ConfigError(ValueError):

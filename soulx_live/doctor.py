@@ -251,6 +251,17 @@ def check_flashhead_weights(folder: Path | None) -> Check:
     return Check("FlashHead weights", True, str(folder), required=True)
 
 
+def check_matte_model(wanted: bool) -> Check:
+    """The person-segmentation model that alpha output (``sinks.*.alpha``) reads from the mediapipe wheel."""
+    from engine.matting.model import MODEL_INSTALL, MatteModelMissing, find_model
+
+    try:
+        path = find_model()
+    except MatteModelMissing as exc:
+        return Check("person matte model (alpha)", False if wanted else None, str(exc).split(";")[0], MODEL_INSTALL, wanted)
+    return Check("person matte model (alpha)", True, f"{path.name} ({path.stat().st_size:,} bytes) at {path.parent}", "", wanted)
+
+
 # -- running and printing --------------------------------------------------------------------------
 
 
@@ -271,6 +282,7 @@ def run_checks(config: object | None = None) -> list[Check]:
                           min(float(getattr(obs, "timeout_s", 2.0)), 5.0)),
         lambda: check_weights(getattr(engine, "weights_dir", None), getattr(engine, "kind", "lite")),
         check_espeak,
+        lambda: check_matte_model(_alpha_wanted(config)),
     ]
     rows: list[Check] = []
     for probe in probes:
@@ -281,6 +293,13 @@ def run_checks(config: object | None = None) -> list[Check]:
             result = Check(getattr(probe, "__name__", "check").removeprefix("check_"), False, f"check crashed: {exc!r}")
         rows.extend(result if isinstance(result, list) else [result])
     return rows
+
+
+def _alpha_wanted(config: object) -> bool:
+    from soulx_live.config import SoulxConfig
+    from soulx_live.factory.engine import alpha_wanted
+
+    return isinstance(config, SoulxConfig) and alpha_wanted(config)
 
 
 def format_table(rows: Sequence[Check]) -> str:

@@ -93,7 +93,8 @@ class _Msg(msgspec.Struct, tag=True, tag_field="type", kw_only=True, frozen=True
 
 class FrameHeader(_Msg):
     """Describes the pixel and audio frames that follow it: ``n*h*w*3`` bytes rgb24, then
-    ``audio_samples`` float32 little-endian mono samples starting at session sample ``audio_t0``."""
+    ``audio_samples`` float32 little-endian mono samples starting at session sample ``audio_t0``, then, when
+    ``alpha`` is set, ``n*h*w`` bytes of person matte (one uint8 per pixel, 255 = person)."""
 
     session_id: str
     seq: int  # chunk counter of the session; a gap means chunks were dropped
@@ -110,6 +111,7 @@ class FrameHeader(_Msg):
     audio_fmt: Literal["f32le"] = "f32le"
     epoch: int = 0  # bumped when the timeline is cut (barge-in); receivers flush older chunks
     sent_mono_ns: int = 0  # time.monotonic_ns() at publish: bus latency/staleness on the same host
+    alpha: bool = False  # a fifth part carries the frames' mattes (sinks.*.alpha)
 
     @property
     def pixel_bytes(self) -> int:
@@ -118,6 +120,10 @@ class FrameHeader(_Msg):
     @property
     def audio_bytes(self) -> int:
         return self.audio_samples * 4
+
+    @property
+    def alpha_bytes(self) -> int:
+        return self.n * self.h * self.w if self.alpha else 0
 
 
 class EndOfStream(_Msg):

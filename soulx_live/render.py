@@ -14,10 +14,11 @@ from pathlib import Path
 from typing import TextIO
 
 from engine.interface import AvatarEngine
+from engine.matting.stage import AlphaEngine
 from plugins.recorder import RecorderSink, RecordingStats
 from soulx_live.audio.file import AudioFileError, decode_audio_file
 from soulx_live.config import SoulxConfig
-from soulx_live.factory.engine import build_engine, load_avatar, session_request
+from soulx_live.factory.engine import build_engine, check_matte_model, load_avatar, session_request
 
 __all__ = ["Progress", "render"]
 
@@ -89,14 +90,19 @@ def render(
     if not Path(audio_path).is_file():  # fail before the (possibly slow) engine build
         raise AudioFileError(f"audio file not found: {audio_path}")
     avatar = load_avatar(Path(avatar_path) if avatar_path is not None else config.engine.avatar)
+    alpha = config.sinks.recorder.alpha  # a transparent WebM: the engine's chunks need the person matte
+    sink = RecorderSink(out_path, alpha=alpha)  # checks the file name before the (possibly slow) engine build
+    if alpha:
+        check_matte_model()
     engine = engine_factory(config)
+    if alpha and not isinstance(engine, AlphaEngine):
+        engine = AlphaEngine(engine)
     spec = engine.spec
     pcm = decode_audio_file(audio_path, spec.sample_rate)
     # Offline: no play-out deadline, so a drifting FlashTalk chunk is always generated again.
     session = engine.start_session(session_request(config, avatar, realtime=False))
     per_chunk = spec.samples_per_chunk
     n_chunks = max(1, math.ceil(pcm.shape[0] / per_chunk))
-    sink = RecorderSink(out_path)
     sink.open(spec)
     bar = Progress(n_chunks, "chunks", enabled=progress)
     try:

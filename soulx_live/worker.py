@@ -99,7 +99,11 @@ def _serve(cfg: SoulxConfig, options: WorkerOptions, ctx: zmq.Context, events: z
         raise _ConfigProblem(str(exc)) from exc
     rank, world = group_rank()
     if rank > 0:
-        return follow(engine)  # a torchrun group: only rank 0 talks ZeroMQ
+        # a torchrun group: only rank 0 talks ZeroMQ, and the person matte (made once, published with rank 0's
+        # frames) is not the followers' to make: they only keep the collectives in step
+        from engine.matting.stage import AlphaEngine
+
+        return follow(engine.inner if isinstance(engine, AlphaEngine) else engine)
     if world > 1:
         engine = MirroredEngine(engine)
         try:

@@ -68,7 +68,7 @@ class LiteSession:
     """One avatar speaking along one audio timeline (see the module docstring for timing)."""
 
     def __init__(self, session_id: str, renderer: LiteRenderer, config: LiteConfig, seed: int) -> None:
-        self.session_id = session_id
+        self.session_id = session_id  # chunks carry alpha when the renderer has a matte (LiteEngine.start_session)
         self.renderer = renderer
         self.config = config
         self.spec = config.spec()
@@ -117,14 +117,16 @@ class LiteSession:
         self._history = audio[-self._features.pre_samples :].copy()
         self._pending = self._pending[n * spf :]
         frames = np.empty((n, self.spec.height, self.spec.width, 3), dtype=np.uint8)
+        alpha = None if self.renderer.matte is None else np.empty((n, self.spec.height, self.spec.width), dtype=np.uint8)
         for i in range(n):
             frame = self._frame + i
             viseme = self._visemes.at(frame * spf + spf // 2) if len(self._visemes) else None
             frame_open, frame_shape = apply_viseme(viseme, float(opening[i]), float(shape[i]))
-            self._render(frame, frame_open, frame_shape, out=frames[i])
+            self._render(frame, frame_open, frame_shape, out=frames[i], alpha_out=None if alpha is None else alpha[i])
         self._visemes.prune((self._frame + n) * spf)
         chunk = FrameChunk(
-            session_id=self.session_id, seq=self._seq, first_frame=self._frame, frames=frames, audio=audio, audio_t0=self._frame * spf
+            session_id=self.session_id, seq=self._seq, first_frame=self._frame, frames=frames, audio=audio, audio_t0=self._frame * spf,
+            alpha=alpha,
         )
         self._frame += n
         self._seq += 1
@@ -148,15 +150,15 @@ class LiteSession:
             ahead[have:] = self._pending[have - missing : have][::-1]
         return ahead
 
-    def _render(self, frame: int, opening: float, shape: float, out: np.ndarray) -> None:
+    def _render(self, frame: int, opening: float, shape: float, out: np.ndarray, alpha_out: np.ndarray | None) -> None:
         fps = float(self.spec.fps)
         blink = blink_amount(frame, fps, self.seed) if self.config.blinks else 0.0
         self._emphasis += _EMPHASIS_RATE * (opening - self._emphasis)
         if self.config.idle_motion:
             pose = speaking_pose(idle_pose(frame, fps, self.seed), self._emphasis)
-            self.renderer.render(opening, shape, blink, pose, out=out)
+            self.renderer.render(opening, shape, blink, pose, out=out, alpha_out=alpha_out)
         else:
-            self.renderer.render(opening, shape, blink, out=out)
+            self.renderer.render(opening, shape, blink, out=out, alpha_out=alpha_out)
 
     def reset(self) -> None:
         self._reset_audio()
@@ -171,6 +173,7 @@ class LiteEngine:
         self.config = config or LiteConfig()
         self.spec = self.config.spec()
         self._default: LiteRenderer | None = None
+        self._default_matte: np.ndarray | None = None
 
     def _default_renderer(self) -> LiteRenderer:
         if self._default is None:
@@ -188,10 +191,27 @@ class LiteEngine:
         return LiteRenderer(image, layout, (self.config.width, self.config.height))
 
     def start_session(self, request: SessionRequest) -> LiteSession:
+        """A session; with ``request.extra["alpha"]`` its chunks carry the portrait's matte, moved with the face."""
         if request.avatar is None:
             # Renderers keep per-frame scratch state, so each session gets its own copy of the default.
             base = self._default_renderer()
             renderer = LiteRenderer(np.array(base.reference), base.layout, base.size)
+            if request.extra.get("alpha"):
+                if self._default_matte is None:
+                    self._default_matte = portrait_matte(renderer.reference)
+                renderer.matte = self._default_matte
         else:
             renderer = self.prepare_avatar(request.avatar)
+            if request.extra.get("alpha"):
+                renderer.matte = portrait_matte(renderer.reference)  # once per avatar, not per frame
         return LiteSession(request.session_id, renderer, self.config, int(request.seed))
+
+
+def portrait_matte(image: np.ndarray) -> np.ndarray:
+    """The person matte of a fitted portrait (uint8 (H, W), 255 = person), segmented once."""
+    from engine.matting.segmenter import PersonSegmenter
+
+    matte = PersonSegmenter().matte(image)
+    matte.setflags(write=False)
+    log.info("lite: portrait matte covers %.0f%% of the frame", 100.0 * float(matte.mean()) / 255.0)
+    return matte

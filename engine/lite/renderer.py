@@ -315,6 +315,9 @@ class LiteRenderer:
         self._eyes = [_EyeRig(c, layout, shape) for c in (layout.left_eye, layout.right_eye)]
         self._head = _HeadRig(layout, shape)
         self._lash_rgb = _lash_colour(self.reference, layout)
+        # The person matte of ``reference`` (uint8, 255 = person) when alpha output is on: segmented once per
+        # avatar, then moved by the same head warp as the pixels, so it fits every frame without a network.
+        self.matte: np.ndarray | None = None
 
     def mouth_box(self) -> tuple[int, int, int, int]:
         """(x, y, w, h) of the region the mouth edit may change, in output pixels."""
@@ -322,10 +325,13 @@ class LiteRenderer:
         return cols.start, rows.start, cols.stop - cols.start, rows.stop - rows.start
 
     def render(
-        self, opening: float = 0.0, shape: float = 0.0, blink: float = 0.0, pose: HeadPose = NEUTRAL_POSE, *, out: np.ndarray | None = None
+        self, opening: float = 0.0, shape: float = 0.0, blink: float = 0.0, pose: HeadPose = NEUTRAL_POSE, *, out: np.ndarray | None = None,
+        alpha_out: np.ndarray | None = None,
     ) -> np.ndarray:
         """One RGB uint8 frame. ``opening`` in [0, 1], ``shape`` in [-1, 1] (spread > 0 > round),
-        ``blink`` in [0, 1]. Writes into ``out`` (H, W, 3) uint8 when given."""
+        ``blink`` in [0, 1]. Writes into ``out`` (H, W, 3) uint8 when given, and the frame's matte into
+        ``alpha_out`` (H, W) uint8 when given (needs :attr:`matte`). Mouth and eye edits stay inside the face,
+        so only the head warp moves the matte."""
         opening = min(max(float(opening), 0.0), 1.0)
         shape = min(max(float(shape), -1.0), 1.0)
         blink = min(max(float(blink), 0.0), 1.0)
@@ -338,9 +344,15 @@ class LiteRenderer:
             out = np.empty((height, width, 3), dtype=np.uint8)
         elif out.shape != (height, width, 3) or out.dtype != np.uint8 or not out.flags.c_contiguous:
             raise ValueError(f"out must be a C-contiguous uint8 array of shape {(height, width, 3)}, got {out.dtype} {out.shape}")
+        if alpha_out is not None and self.matte is None:
+            raise ValueError("alpha_out needs the portrait's matte (LiteRenderer.matte)")
         if pose.is_neutral:
             np.copyto(out, work)
+            if alpha_out is not None:
+                np.copyto(alpha_out, self.matte)
         else:
             map_x, map_y = self._head.maps(pose)
             cv2.remap(work, map_x, map_y, self.interpolation, dst=out, borderMode=cv2.BORDER_REPLICATE)
+            if alpha_out is not None:
+                cv2.remap(self.matte, map_x, map_y, cv2.INTER_LINEAR, dst=alpha_out, borderMode=cv2.BORDER_REPLICATE)
         return out

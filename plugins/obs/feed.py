@@ -1,5 +1,8 @@
 """The live feed an OBS Media Source reads: NUT (rawvideo BGRA + pcm_s16le mono) over TCP.
 
+The alpha byte is 255 (opaque) unless frames come with a person matte (``sinks.obs.alpha``): then it is the
+matte, and OBS's Media Source, which honours BGRA alpha, shows the sources behind the avatar through it.
+
 Measured in ``../shared/research/integration.md`` §1 as the best live path into OBS here (about
 0.1-0.2 s, no encode cost, audio and video muxed together so OBS keeps them in sync).
 
@@ -107,7 +110,7 @@ class FeedServer:
         self.stats = FeedStats()
         self._requested_port = port
         self._sock: socket.socket | None = None
-        self._queue: deque[tuple[np.ndarray, np.ndarray]] = deque()
+        self._queue: deque[tuple[np.ndarray, np.ndarray, np.ndarray | None]] = deque()  # rgb, pcm, alpha
         self._cond = threading.Condition()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -163,8 +166,9 @@ class FeedServer:
 
     # -- producer side (never blocks) ------------------------------------------------------------
 
-    def push(self, frames: np.ndarray, audio: np.ndarray) -> None:
-        """Queue RGB uint8 ``(n, H, W, 3)`` frames and the float32 mono audio that plays with them."""
+    def push(self, frames: np.ndarray, audio: np.ndarray, alpha: np.ndarray | None = None) -> None:
+        """Queue RGB uint8 ``(n, H, W, 3)`` frames and the float32 mono audio that plays with them, and their
+        alpha (uint8 ``(n, H, W)``, None: opaque)."""
         n = int(frames.shape[0])
         if frames.shape[1:] != (self.height, self.width, 3):
             raise ValueError(f"{self.name}: frames of shape {frames.shape[1:]}, the feed is {self.height}x{self.width}x3")
@@ -172,10 +176,13 @@ class FeedServer:
         a = np.asarray(audio, np.float32).reshape(-1)[: pcm.shape[0]]
         pcm[: a.shape[0]] = np.round(np.clip(a, -1.0, 1.0) * 32767.0).astype(np.int16)
         frames = np.array(frames, dtype=np.uint8, copy=True)  # the bus may reuse its buffer after write returns
+        if alpha is not None and alpha.shape != frames.shape[:3]:
+            raise ValueError(f"{self.name}: alpha of shape {alpha.shape}, the frames are {frames.shape[:3]}")
+        mattes = None if alpha is None else np.array(alpha, dtype=np.uint8, copy=True)
         spf = self.samples_per_frame
         with self._cond:
             for i in range(n):
-                self._queue.append((frames[i], pcm[i * spf:(i + 1) * spf]))
+                self._queue.append((frames[i], pcm[i * spf:(i + 1) * spf], None if mattes is None else mattes[i]))
             self._cond.notify_all()
 
     def clear(self) -> int:
@@ -266,6 +273,7 @@ class FeedServer:
             self._trim(1)  # a new reader starts from the newest frame
             self._depths.clear()
             last: np.ndarray | None = None
+            last_alpha: np.ndarray | None = None
             n = 0
             t0 = time.monotonic()
             while not self._stop.is_set():
@@ -287,11 +295,11 @@ class FeedServer:
                     if item is not None:
                         t0 = time.monotonic() - float(n / self.fps)
                     else:
-                        item = (last, self._silence)
+                        item = (last, self._silence, last_alpha)
                         self.stats.frames_repeated += 1
-                rgb, pcm = item
-                last = rgb
-                self._mux(container, video, audio, rgb, pcm, n)
+                rgb, pcm, matte = item
+                last, last_alpha = rgb, matte
+                self._mux(container, video, audio, rgb, pcm, n, matte)
                 if writer.failed is not None:
                     raise writer.failed
                 if n == 0:
@@ -306,7 +314,7 @@ class FeedServer:
             except Exception:
                 log.debug("%s: error closing the muxer", self.name, exc_info=True)
 
-    def _wait_item(self, deadline: float) -> tuple[np.ndarray, np.ndarray] | None:
+    def _wait_item(self, deadline: float) -> tuple[np.ndarray, np.ndarray, np.ndarray | None] | None:
         """The next queued frame as soon as one arrives before ``deadline`` (monotonic), else None."""
         with self._cond:
             while not self._queue and not self._stop.is_set():
@@ -316,7 +324,7 @@ class FeedServer:
                 self._cond.wait(wait)
             return self._queue.popleft() if self._queue else None
 
-    def _next_item(self, due: float) -> tuple[np.ndarray, np.ndarray] | None:
+    def _next_item(self, due: float) -> tuple[np.ndarray, np.ndarray, np.ndarray | None] | None:
         """Wait until ``due`` (monotonic) and take the next queued frame, or None when the queue is empty."""
         with self._cond:
             while not self._stop.is_set():
@@ -345,10 +353,13 @@ class FeedServer:
             self.stats.frames_trimmed += 1
             self._depths.clear()
 
-    def _mux(self, container: object, video: object, audio: object, rgb: np.ndarray, pcm: np.ndarray, n: int) -> None:
+    def _mux(self, container: object, video: object, audio: object, rgb: np.ndarray, pcm: np.ndarray, n: int,
+             alpha: np.ndarray | None = None) -> None:
         import av
 
         bgra = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGRA)
+        if alpha is not None:
+            bgra[..., 3] = alpha
         vf = av.VideoFrame.from_ndarray(bgra, format="bgra")
         vf.pts = n
         vf.time_base = 1 / self.fps

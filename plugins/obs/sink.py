@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from engine.interface import ChunkSpec, FrameChunk
 from plugins.base import SinkError
+from plugins.matte import MatteKeeper, unmix_edges
 from plugins.obs.client import Backoff, Connector, ObsConnection, ObsError
 from plugins.obs.feed import FeedServer
 from plugins.obs.setup import SetupReport, ensure_source, switch_scene
@@ -46,6 +47,7 @@ class ObsSink:
         self.binds = 0  # successful setups (again after each OBS restart)
         self._retry_delays = retry_delays
         self._epoch = 0
+        self._mattes = MatteKeeper()  # sinks.obs.alpha: hold frames keep the last matte
         self._want_scene: str | None = None
         self._shown_scene: str | None = None
         self._wake = threading.Event()
@@ -74,7 +76,9 @@ class ObsSink:
         feed = self._require_open()
         if chunk.epoch < self._epoch:
             return
-        feed.push(chunk.frames, chunk.audio)
+        alpha = self._mattes.alpha_of(chunk) if self.cfg.alpha else None
+        frames = chunk.frames if alpha is None else unmix_edges(chunk.frames, alpha)  # no pale fringe over OBS
+        feed.push(frames, chunk.audio, alpha)
 
     def hold(self, reason: str) -> None:
         # The feed repeats the last frame with silence by itself while no frames arrive.
@@ -132,6 +136,7 @@ class ObsSink:
             "frames_repeated": feed.stats.frames_repeated if feed else 0,
             "frames_dropped": feed.stats.frames_dropped if feed else 0,
             "frames_trimmed": feed.stats.frames_trimmed if feed else 0,
+            "alpha": self.cfg.alpha,
             "last_error": str(self.last_error) if self.last_error else None,
         }
 

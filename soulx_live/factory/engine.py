@@ -18,7 +18,7 @@ from engine.interface import AvatarEngine, SessionRequest
 from soulx_live.config import SoulxConfig
 from soulx_live.errors import DaemonError
 
-__all__ = ["build_engine", "diffusion_problems", "load_avatar", "session_request"]
+__all__ = ["alpha_wanted", "build_engine", "check_matte_model", "diffusion_problems", "load_avatar", "session_request"]
 
 
 def load_avatar(path: Path | None) -> np.ndarray | None:
@@ -44,14 +44,39 @@ def session_request(config: SoulxConfig, avatar: np.ndarray | None, *, realtime:
                           seed=config.engine.seed, extra={"realtime": realtime})
 
 
+def alpha_wanted(config: SoulxConfig) -> bool:
+    """An enabled sink asked for the person cut out (``sinks.obs.alpha``, ``sinks.virtualcam.alpha``,
+    ``sinks.recorder.alpha``)."""
+    sinks = config.sinks
+    return any(s.enabled and s.alpha for s in (sinks.obs, sinks.virtualcam, sinks.recorder))
+
+
 def build_engine(config: SoulxConfig) -> AvatarEngine:
-    """The engine named by ``engine.kind``; raises :class:`DaemonError` naming what is missing."""
+    """The engine named by ``engine.kind``; raises :class:`DaemonError` naming what is missing. When a sink wants
+    alpha, its chunks carry the person matte (``engine.matting.stage``), computed here, once, for every sink."""
     kind = config.engine.kind
     if kind == "lite":
-        return _build_lite(config)
-    if kind in ("flashtalk", "flashhead"):
-        return _build_diffusion(config)
-    raise DaemonError(f"unknown engine.kind {kind!r}; use 'lite', 'flashtalk' or 'flashhead'")
+        engine = _build_lite(config)
+    elif kind in ("flashtalk", "flashhead"):
+        engine = _build_diffusion(config)
+    else:
+        raise DaemonError(f"unknown engine.kind {kind!r}; use 'lite', 'flashtalk' or 'flashhead'")
+    if not alpha_wanted(config):
+        return engine
+    from engine.matting.stage import AlphaEngine
+
+    check_matte_model()
+    return AlphaEngine(engine)
+
+
+def check_matte_model() -> None:
+    """Fail at start (not at the first chunk) when alpha is wanted and the model is missing, naming the install."""
+    from engine.matting.model import MatteModelMissing, find_model
+
+    try:
+        find_model()
+    except MatteModelMissing as exc:
+        raise DaemonError(str(exc)) from None
 
 
 def _build_lite(config: SoulxConfig) -> AvatarEngine:

@@ -8,6 +8,7 @@ from engine.extras import require
 from plugins.base import FrameSink
 from soulx_live.config import SoulxConfig
 from soulx_live.errors import DaemonError
+from soulx_live.factory.engine import alpha_wanted, check_matte_model
 
 __all__ = ["build_sinks"]
 
@@ -16,12 +17,15 @@ def build_sinks(config: SoulxConfig) -> list[FrameSink]:
     """The sinks enabled in ``config.sinks``. The virtual camera and the virtual microphone share one A/V clock
     when both are on, so the picture and the voice leave the machine in step."""
     sinks: list[FrameSink] = []
+    if alpha_wanted(config):
+        check_matte_model()  # here too: the daemon says it before any engine worker starts
     rec = config.sinks.recorder
     if rec.enabled:
         from plugins.recorder import RecorderSink
 
-        path = rec.path or Path.cwd() / f"soulx-live-{datetime.now():%Y%m%d-%H%M%S}.mp4"
-        sinks.append(RecorderSink(path))
+        suffix = ".webm" if rec.alpha else ".mp4"
+        path = rec.path or Path.cwd() / f"soulx-live-{datetime.now():%Y%m%d-%H%M%S}{suffix}"
+        sinks.append(RecorderSink(path, alpha=rec.alpha))
     vcam, mic = config.sinks.virtualcam, config.sinks.virtualmic
     clock = None
     if vcam.enabled and mic.enabled:

@@ -15,6 +15,7 @@ half a second and checks counts through frame indices, not tight wall-clock thre
 """
 from __future__ import annotations
 
+import dataclasses
 import glob
 import math
 import sys
@@ -288,3 +289,29 @@ def test_daemon_builds_the_sink_when_enabled(tmp_path) -> None:
     })
     sinks = build_sinks(config)
     assert [type(s).__name__ for s in sinks] == ["RecorderSink", "VirtualCamSink"]
+
+
+def test_alpha_puts_the_person_over_the_background_colour(fake_backend: type[RecordingBackend]) -> None:
+    """sinks.virtualcam.alpha: the cut-out avatar over an opaque colour (meeting apps ignore alpha); the letterbox
+    bars take the same colour, and hold frames (no matte of their own) keep the last matte."""
+    clock = FakeClock()
+    cfg = VirtualCamConfig(enabled=True, width=320, height=180, fps=30, alpha=True, background="#102030")
+    sink = VirtualCamSink(cfg, backend=FAKE, clock=clock, sleep=clock.sleep, start_thread=False, latency_frames=0)
+    sink.open(SPEC)
+    try:
+        chunk = _chunk(0, 5)
+        alpha = np.zeros((5, SPEC.height, SPEC.width), np.uint8)
+        alpha[:, :, SPEC.width // 2:] = 255  # the right half is the person
+        sink.write(dataclasses.replace(chunk, alpha=alpha))
+        sink.write(_chunk(5, 5))  # a hold chunk without a matte
+        for _ in range(12):
+            sink.step()
+        images = fake_backend.instances[-1].images()
+        for img in (images[0], images[-1]):
+            assert img[90, 2].tolist() == [16, 32, 48]  # a bar: the background colour, not black
+            row = img[90]
+            person = row[row[:, 1] == 77]  # the coded frame pixels that survived (right half)
+            backdrop = (row == (16, 32, 48)).all(axis=1)
+            assert len(person) > 10 and backdrop.sum() > 320 // 2
+    finally:
+        sink.close()
