@@ -58,8 +58,12 @@ __all__ = [
 
 ENV_PREFIX = "SOULX_"
 ENV_NESTING = "__"
-# not config keys: read by the CLI itself, by the matte model lookup, or by the test suite (the golden bundles)
-RESERVED_ENV = frozenset({"SOULX_CONFIG", "SOULX_GOLDEN_DIR", "SOULX_GOLDEN_FLASHHEAD_DIR", "SOULX_MATTE_MODEL"})
+# Not config keys: read by the CLI itself, the espeak-ng and matte model lookups, the worker and bench processes,
+# or the test suite. tests/unit/test_config.py checks that every SOULX_* name the code reads is here.
+RESERVED_ENV = frozenset({
+    "SOULX_CONFIG", "SOULX_ESPEAK", "SOULX_MATTE_MODEL", "SOULX_WORKER_DOC", "SOULX_BENCH_CHILD",
+    "SOULX_GOLDEN_DIR", "SOULX_GOLDEN_FLASHHEAD_DIR", "SOULX_OBS_ALPHA_SHOT",
+})
 
 
 class ConfigError(ValueError):

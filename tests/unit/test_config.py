@@ -169,3 +169,32 @@ def test_import_reads_nothing() -> None:
     out = subprocess.run([sys.executable, "-c", code], env=env, cwd="/", capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "ok"
+
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _soulx_variables_read_by_the_code() -> set[str]:
+    """Every ``"SOULX_NAME"`` literal in the product, the benchmarks and the test support that is not a config key
+    (config keys nest with ``__``, e.g. ``SOULX_SINKS__OBS__PASSWORD``)."""
+    import re
+
+    pattern = re.compile(r"[\"']SOULX_([A-Z0-9_]+)[\"']")
+    names: set[str] = set()
+    for folder in ("soulx_live", "engine", "plugins", "benchmarks", "tests"):
+        for path in (REPO / folder).rglob("*.py"):
+            if path.name == "test_config.py":  # its literals are deliberate typos
+                continue
+            names.update(f"SOULX_{m}" for m in pattern.findall(path.read_text(encoding="utf-8")) if "__" not in m)
+    return names
+
+
+def test_every_soulx_variable_the_code_reads_is_not_taken_for_a_config_key() -> None:
+    """A variable such as ``SOULX_ESPEAK=system`` must not stop the daemon with 'unknown config key'."""
+    from soulx_live.config import RESERVED_ENV
+
+    read = _soulx_variables_read_by_the_code()
+    assert {"SOULX_ESPEAK", "SOULX_CONFIG"} <= read  # the scan sees the code
+    assert read - RESERVED_ENV == set()
+    env = {name: "x" for name in RESERVED_ENV if name != "SOULX_CONFIG"}
+    assert load_config(env=env).engine.kind  # none of them is read as a config key
