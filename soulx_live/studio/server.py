@@ -81,6 +81,7 @@ class StudioServer:
         self._thread: threading.Thread | None = None
         self._clients: set[_Client] = set()
         self.refused = 0
+        self._limited = RateLimitedLog(log)  # a flood of refused requests is one line per kind and interval
         self.push_http: Any = None  # the push API's HTTP side when it shares this port (PushHttpServer)
 
     # -- lifecycle (any thread) ------------------------------------------------------------------
@@ -191,7 +192,8 @@ class StudioServer:
             return web.Response(status=204)
         if not self.auth.allowed(request.cookies.get(COOKIE), request.headers.get("Authorization")):
             self.refused += 1
-            log.warning("studio: refused %s %s (not logged in)", quoted(request.method, 16), quoted(path))
+            self._limited.warning("unauthorized", "studio: refused %s %s (not logged in)", quoted(request.method, 16),
+                                  quoted(path))
             if path.startswith("/api/"):
                 return web.json_response({"code": "unauthorized", "message": "not logged in: open the one-time link "
                                           "soulx-live run printed, or run soulx-live studio for a new one"}, status=401)
@@ -209,7 +211,7 @@ class StudioServer:
     async def _login(self, request: web.Request) -> web.StreamResponse:
         if not self.auth.redeem(request.query.get("code")):
             self.refused += 1
-            log.warning("studio: refused a login with a spent or wrong one-time code")
+            self._limited.warning("login", "studio: refused a login with a spent or wrong one-time code")
             return web.Response(text=_REFUSED_HTML.format(why="This login link was already used or is wrong."),
                                 status=403, content_type="text/html")
         log.info("studio: a browser logged in")

@@ -229,6 +229,25 @@ def test_push_api_shares_the_studio_port() -> None:
         status = client.request("/v1/status", headers={"Authorization": f"Bearer {token}"}).json()
         assert status["status"]["utterances"] == 1
 
+        async def events() -> list[str]:  # the push API's event WebSocket, through the Studio's server
+            import aiohttp
+
+            kinds: list[str] = []
+            async with aiohttp.ClientSession() as session, \
+                    session.ws_connect(f"{base}/v1/events?token={token}") as ws:
+                await ws.send_str('{"type": "say", "text": "Events through the shared port."}')
+                while "finished" not in kinds:
+                    msg = await asyncio.wait_for(ws.receive(), 20)
+                    kind = json.loads(msg.data).get("kind")
+                    if kind:
+                        kinds.append(kind)
+            return kinds
+
+        import asyncio
+        import json
+
+        assert "started" in asyncio.run(events())
+
 
 def test_recorder_switched_off_and_on_keeps_both_recordings(tmp_path: Path) -> None:
     from studio_support import probe_frames

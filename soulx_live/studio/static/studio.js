@@ -89,7 +89,8 @@ async function onChunk(buf) {
   player.nextT += dur;
   let sum = 0;
   for (let i = 0; i < pcm.length; i++) sum += pcm[i] * pcm[i];
-  stats.lastChunkRms = pcm.length ? Math.sqrt(sum / pcm.length) / 32768 : 0;
+  const rms = pcm.length ? Math.sqrt(sum / pcm.length) / 32768 : 0;  // loudness of the audio these frames go with
+  stats.lastChunkRms = rms;
   if (audioRunning() && pcm.length) {
     const ab = player.ctx.createBuffer(1, pcm.length, head.sample_rate);
     const ch = ab.getChannelData(0);
@@ -106,7 +107,8 @@ async function onChunk(buf) {
   }
   const bitmaps = await Promise.all(blobs.map((b) => createImageBitmap(b)));
   if (head.epoch < player.epoch) { bitmaps.forEach((b) => b.close()); return; }
-  bitmaps.forEach((bitmap, k) => player.queue.push({ t: t0 + k / head.fps, bitmap, epoch: head.epoch, sent: head.sent_ms }));
+  bitmaps.forEach((bitmap, k) => player.queue.push({ t: t0 + k / head.fps, bitmap, epoch: head.epoch, sent: head.sent_ms,
+                                                     rms, audible: audioRunning() }));
   player.queue.sort((a, b) => a.t - b.t);
   stats.chunks += 1;
 }
