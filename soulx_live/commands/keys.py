@@ -2,7 +2,8 @@
 
 - on the laptop: ``soulx-live keys`` writes ``client.key`` / ``client.key_secret`` and prints the public key;
 - on the server: ``soulx-live keys --server`` writes ``server.key`` / ``server.key_secret`` and prints its public
-  key (the laptop's ``--server-key``); ``soulx-live keys --allow CLIENT_KEY`` lets a laptop in.
+  key (the laptop's ``--server-key``); ``soulx-live keys --allow=CLIENT_KEY`` lets a laptop in (with "=": a Z85 key may begin
+  with "-", which argparse would take for an option).
 
 Files are mode 0600 in a 0700 folder (``remote.keys_dir``, default ``~/.config/soulx-live/keys``). An existing
 pair is kept unless ``--force``. Only public keys are printed.
@@ -46,7 +47,7 @@ def run(args: argparse.Namespace, load: Callable[..., Any]) -> int:
         print(f"wrote {folder / (name + '.key')} and {folder / (name + '.key_secret')} (mode 0600)")
     print(f"{name} public key: {pair.public.decode()}")
     if args.server:
-        print("laptop: soulx-live run --remote THIS_HOST:47900 --server-key " + pair.public.decode())
+        print(f"laptop: soulx-live run --remote THIS_HOST:47900 --server-key={pair.public.decode()}")
     else:
-        print("server: soulx-live keys --allow " + pair.public.decode())
+        print(f"server: soulx-live keys --allow={pair.public.decode()}")
     return 0
