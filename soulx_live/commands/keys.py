@@ -28,9 +28,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace, load: Callable[..., Any]) -> int:
     config = load(args, {})
-    from soulx_live.remote.keys import add_allowed_key, create_key_pair, load_key_pair
-    from soulx_live.remote.security import CLIENT_KEY_NAME, SERVER_KEY_NAME, fingerprint, keys_dir
-    from soulx_live.remote.keys import public_key_text
+    from soulx_live.remote.keys import (
+        add_allowed_key,
+        create_key_pair,
+        load_key_pair,
+        public_key_text,
+    )
+    from soulx_live.remote.security import (
+        CLIENT_KEY_NAME,
+        SERVER_KEY_NAME,
+        fingerprint,
+        keys_dir,
+    )
 
     folder = keys_dir(config.remote)
     if args.allow:

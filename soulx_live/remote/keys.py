@@ -13,8 +13,15 @@ from pathlib import Path
 
 from soulx_live.errors import DaemonError
 
-__all__ = ["KeyPair", "allowed_keys", "create_key_pair", "default_keys_dir", "load_key_pair", "public_key_text",
-           "add_allowed_key"]
+__all__ = [
+    "KeyPair",
+    "add_allowed_key",
+    "allowed_keys",
+    "create_key_pair",
+    "default_keys_dir",
+    "load_key_pair",
+    "public_key_text",
+]
 
 log = logging.getLogger(__name__)
 

@@ -23,7 +23,12 @@ from soulx_live.config import RemoteConfig
 from soulx_live.errors import DaemonError
 from soulx_live.log_safe import RateLimitedLog
 from soulx_live.netaddr import is_loopback_host
-from soulx_live.remote.keys import allowed_keys, default_keys_dir, load_key_pair, public_key_text
+from soulx_live.remote.keys import (
+    allowed_keys,
+    default_keys_dir,
+    load_key_pair,
+    public_key_text,
+)
 
 __all__ = ["ClientSecurity", "ServerSecurity", "fingerprint", "keys_dir", "split_address"]
 

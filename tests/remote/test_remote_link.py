@@ -9,8 +9,16 @@ from pathlib import Path
 
 import numpy as np
 import zmq
+from remote_support import (
+    FrameProbe,
+    laptop_config,
+    psnr,
+    serve,
+    still_face,
+    wait_for,
+    write_wav,
+)
 
-from remote_support import FrameProbe, laptop_config, psnr, serve, still_face, wait_for, write_wav
 from soulx_live.daemon import Daemon
 from soulx_live.remote import wire as w
 from soulx_live.remote.emulator import LinkEmulator

@@ -8,9 +8,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from remote_support import (
-    Process, best_correlation, make_keys, read_mp4, serve, settings, speech_after_silence, write_wav,
+    Process,
+    best_correlation,
+    make_keys,
+    read_mp4,
+    serve,
+    settings,
+    speech_after_silence,
+    write_wav,
 )
 
 

@@ -6,10 +6,17 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import pytest
-
 from remote_support import (
-    best_correlation, cli, make_keys, psnr, read_mp4, run_remote, secrets_in, serve, speech_after_silence, still_face,
+    best_correlation,
+    cli,
+    make_keys,
+    psnr,
+    read_mp4,
+    run_remote,
+    secrets_in,
+    serve,
+    speech_after_silence,
+    still_face,
     write_wav,
 )
 
