@@ -173,3 +173,20 @@ def test_server_restart_is_survived(tmp_path: Path) -> None:
         server.stop()
     assert driver.reconnects >= 1 and driver.reconnect_s  # type: ignore[attr-defined]
     assert any("remote link down" in h for h in probe.holds)
+
+
+def test_tiny_random_flashtalk_over_the_link(tmp_path: Path) -> None:
+    """The FlashTalk engine (tiny random weights, CPU) behind `serve`: its chunks decode on the laptop."""
+    server, port = serve(tmp_path, "engine.kind=flashtalk", "engine.flashtalk.preset=tiny-random",
+                         "engine.drift.enabled=false", "supervisor.heartbeat_timeout_s=5", "supervisor.init_timeout_s=60")
+    try:
+        daemon, probe, thread = _daemon(tmp_path, port, 20.0, link_timeout_s=5.0)
+        wait_for(lambda: daemon.driver.receiver is not None  # type: ignore[attr-defined]
+                 and daemon.driver.receiver.stats.chunks >= 3, 90, "tiny-random chunks")  # type: ignore[attr-defined]
+        rx = daemon.driver.receiver  # type: ignore[attr-defined]
+        spec = daemon.spec
+        _stop(daemon, thread)
+    finally:
+        server.stop()
+    assert "flashtalk" in server.text() and rx.stats.decode_errors == 0
+    assert spec is not None and probe.writes[-1][4].shape == (spec.height, spec.width, 3)
