@@ -137,7 +137,11 @@ def test_link_cut_of_five_seconds_holds_the_picture_and_reconnects(tmp_path: Pat
         wait_for(lambda: len(probe.writes) >= 10, 30, "chunks at the sink")
         chunks_before = driver.receiver.stats.chunks  # type: ignore[attr-defined]
         cut_start = time.monotonic()
-        emu.cut(5.0)
+        cutter = threading.Thread(target=emu.cut, args=(5.0,))
+        cutter.start()
+        time.sleep(4.0)  # the link timeout (1 s) has passed: status says so
+        during_status = daemon.status()
+        cutter.join()
         cut_end = time.monotonic()
         during = [wr for wr in probe.writes if cut_start + 1.0 < wr[0] < cut_end]
         wait_for(lambda: driver.receiver.stats.chunks > chunks_before + 5, 20, "chunks after the cut")  # type: ignore[attr-defined]
@@ -153,6 +157,8 @@ def test_link_cut_of_five_seconds_holds_the_picture_and_reconnects(tmp_path: Pat
     assert min(float(frame.mean()) for _, _, _, _, frame, _ in during) > 20
     assert back < 10.0
     assert any("remote link down" in h for h in probe.holds)
+    assert during_status.state == "restarting" and "remote 127.0.0.1" in during_status.detail
+    assert "down" in during_status.detail and during_status.restarts >= 1
 
 
 def test_server_restart_is_survived(tmp_path: Path) -> None:
