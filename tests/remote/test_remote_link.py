@@ -196,3 +196,46 @@ def test_tiny_random_flashtalk_over_the_link(tmp_path: Path) -> None:
         server.stop()
     assert "flashtalk" in server.text() and rx.stats.decode_errors == 0
     assert spec is not None and probe.writes[-1][4].shape == (spec.height, spec.width, 3)
+
+
+def test_the_laptop_survives_a_hostile_server(tmp_path: Path) -> None:
+    """A server that answers Hello and then sends garbage (a stand-in ROUTER socket: a real `serve` never sends
+    these): every bad message is dropped and counted by name, bad H.264 is a counted decode error followed by a
+    keyframe request, and the laptop's daemon keeps running."""
+    import msgspec
+
+    router = zmq.Context.instance().socket(zmq.ROUTER)
+    router.setsockopt(zmq.LINGER, 0)
+    port = router.bind_to_random_port("tcp://127.0.0.1")
+    daemon, probe, thread = _daemon(tmp_path, port, 20.0, link_timeout_s=5.0)
+    try:
+        assert router.poll(20_000)
+        identity, hello = router.recv_multipart()[:2]
+        assert isinstance(w.parse([hello], "up")[0], w.Hello)
+        welcome = w.Welcome(session_id="evil", server_id="evil", fps_num=25, fps_den=1, sample_rate=SR,
+                            frames_per_chunk=5, height=64, width=64)
+        router.send_multipart([identity, w.encode(welcome)])
+        wait_for(lambda: getattr(daemon.driver, "receiver", None) is not None, 10, "the session")
+        chunk = dict(session_id="evil", seq=0, first_frame=0, n=5, epoch=0, keyframe=True, packet_sizes=[4],
+                     audio_t0=0, audio_samples=5 * 640, media_ns=0)
+        router.send_multipart([identity, b"\xc1garbage"])
+        router.send_multipart([identity, msgspec.msgpack.encode({"type": "Welcome", "v": 9})])
+        router.send_multipart([identity, w.encode(w.ChunkDown(**{**chunk, "packet_sizes": [9]})), b"abcd",
+                               b"\x00" * 6400])
+        router.send_multipart([identity, w.encode(w.Hello())])  # an up-only message sent down
+        router.send_multipart([identity, w.encode(w.ChunkDown(**chunk)), b"\x00\x00\x00\x01", b"\x00" * 6400])
+        link, rx = daemon.driver.link, daemon.driver.receiver  # type: ignore[attr-defined]
+        wait_for(lambda: sum(link.errors.values()) >= 4 and rx.stats.decode_errors >= 1, 10, "the counts")
+        wanted = set()
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and not wanted:
+            if router.poll(100):
+                msg, _ = w.parse(router.recv_multipart()[1:], "up")
+                if isinstance(msg, w.KeyframeRequest):
+                    wanted.add(msg.reason)
+        assert wanted == {"loss"}
+        assert link.errors == {"malformed": 1, "version": 1, "bad_payload": 1, "unexpected": 1}
+        assert thread.is_alive() and daemon.status().state == "running"
+        _stop(daemon, thread)
+    finally:
+        router.close()
