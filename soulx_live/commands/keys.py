@@ -21,7 +21,7 @@ HELP = "create a CURVE key pair for the remote engine (client, or --server), or 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--server", action="store_true", help="the server's key pair (default: this laptop's client pair)")
     parser.add_argument("--allow", metavar="KEY", help="server: allow a client (its public key text or .key file)")
-    parser.add_argument("--name", default=None, help="with --allow: a name for the client's key file (default: its fingerprint)")
+    parser.add_argument("--name", default=None, help="with --allow: a name for the client's key file (letters, digits, . _ -; default: from its hash)")
     parser.add_argument("--force", action="store_true", help="replace an existing key pair")
     parser.add_argument("--show", action="store_true", help="print the existing public key instead of creating one")
 
@@ -37,7 +37,6 @@ def run(args: argparse.Namespace, load: Callable[..., Any]) -> int:
     from soulx_live.remote.security import (
         CLIENT_KEY_NAME,
         SERVER_KEY_NAME,
-        fingerprint,
         keys_dir,
     )
 
@@ -45,7 +44,11 @@ def run(args: argparse.Namespace, load: Callable[..., Any]) -> int:
     if args.allow:
         public = public_key_text(args.allow)
         allowed_dir = config.remote.allowed_clients_dir or folder / "allowed"
-        path = add_allowed_key(allowed_dir, public, args.name or f"client-{fingerprint(public)}")
+        import hashlib
+
+        # a file name from the key's hash: Z85 text may hold "/" and other characters no file name should
+        name = args.name or f"client-{hashlib.sha256(public).hexdigest()[:12]}"
+        path = add_allowed_key(allowed_dir, public, name)
         print(f"allowed client {public.decode()} ({path})")
         return 0
     name = SERVER_KEY_NAME if args.server else CLIENT_KEY_NAME

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import stat
 from pathlib import Path
 
@@ -116,6 +117,8 @@ def add_allowed_key(allowed_dir: Path, public: bytes, name: str) -> Path:
     import zmq.auth
 
     _check_z85(public.decode("ascii"))
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", name):
+        raise DaemonError(f"key name {name!r} must be letters, digits, '.', '_' or '-' (at most 64)")
     _private_dir(allowed_dir)
     path = allowed_dir / f"{name}.key"
     old = os.umask(0o077)

@@ -113,3 +113,5 @@ def test_key_files_are_private(tmp_path: Path) -> None:
     assert allowed_keys(tmp_path / "allowed") == {pair.public}
     with pytest.raises(DaemonError, match="Z85"):
         add_allowed_key(tmp_path / "allowed", b"not-a-key", "bad")
+    with pytest.raises(DaemonError, match="key name"):
+        add_allowed_key(tmp_path / "allowed", pair.public, "../escape")
