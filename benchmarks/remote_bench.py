@@ -40,7 +40,7 @@ import numpy as np
 CHECKOUT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(CHECKOUT))
 
-from soulx_live.config import SoulxConfig  # noqa: E402
+from soulx_live.config import SoulxConfig
 
 log = logging.getLogger("remote_bench")
 
@@ -321,7 +321,7 @@ def remote_runs(args: argparse.Namespace, folder: Path) -> tuple[dict, dict]:
                 how[shaping] = lab.shaping + ("" if lab.netem or shaping == "none" else " + userspace delay/jitter/loss")
                 host = SERVER_IP
                 prefix = lab.exec_argv(lab.laptop_ns, [])
-                extra = ["--veth", lab._veth_laptop]  # noqa: SLF001 - the lab's own device name
+                extra = ["--veth", lab._veth_laptop]
                 server_prefix = lab.exec_argv(lab.server_ns, [])
             else:
                 how[shaping] = "loopback + userspace emulator" if shaping == "wan" else "loopback"

@@ -12,7 +12,7 @@ from fractions import Fraction
 
 import numpy as np
 
-__all__ = ["CodecError", "VideoDecoder", "VideoEncoder", "pcm16_to_float", "float_to_pcm16"]
+__all__ = ["CodecError", "VideoDecoder", "VideoEncoder", "float_to_pcm16", "pcm16_to_float"]
 
 log = logging.getLogger(__name__)
 

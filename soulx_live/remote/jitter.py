@@ -1,13 +1,16 @@
-"""The laptop's jitter buffer: decoded chunks wait until their play-out time, sized from measured jitter.
+"""The laptop's jitter buffer: decoded chunks wait until their play-out time, sized from measured network jitter.
 
-Each chunk carries its place on the session's media clock (``media_ns``). Its transit is arrival minus media
-time; the smallest transit over a recent window is the path's base delay. The buffer's delay ``target`` is the
-90th percentile of (transit - base) over that window (capped at ``remote.jitter_max_s``): it covers the usual
-spread of arrivals but not the rare stall (a TCP retransmission), which a percentile ignores and a mean would
-not; ``jitter_s`` is RFC 3550's mean-deviation estimate, reported for comparison. A chunk plays at
-``media + base + target``. A chunk that arrives more than one chunk past its play-out time is *late*: it is
-dropped, not queued (queuing it would keep every later chunk late too), and the timeline re-anchors on it so
-the next chunks are on time again. A chunk that is late by less plays at once.
+Each chunk carries the server's clock when it was sent (``sent_ns``). Its transit is arrival minus that (the
+two machines' clocks differ by a constant, which cancels out); the smallest transit over a recent window is the
+path's base delay. The buffer's delay ``target`` is the 90th percentile of (transit - base) over that window
+(capped at ``remote.jitter_max_s``): it covers the usual spread of the network but not the rare stall (a TCP
+retransmission), which a percentile ignores and a mean would not; ``jitter_s`` is RFC 3550's mean-deviation
+estimate, reported for comparison. Measuring from the send time, not from the media clock, leaves the engine's
+own pace (a speech chunk takes longer to render than a silent one) to the sinks' hold logic, as with a local
+engine, instead of buffering for it. A chunk plays at ``sent + base + target``. A chunk that arrives more than
+one chunk past its play-out time is *late*: it is dropped, not queued (queuing it would keep every later chunk
+late too), and the timeline re-anchors on it so the next chunks are on time again. A chunk that is late by less
+plays at once.
 """
 from __future__ import annotations
 
@@ -58,9 +61,9 @@ class JitterBuffer:
         self._last_transit = None
         self._heap.clear()
 
-    def push(self, payload: object, media_s: float, arrival_s: float, frames: int) -> bool:
-        """Queue a chunk; False (counted) when it is late and dropped."""
-        transit = arrival_s - media_s
+    def push(self, payload: object, sent_s: float, arrival_s: float, frames: int) -> bool:
+        """Queue a chunk sent at ``sent_s`` (the sender's clock); False (counted) when it is late and dropped."""
+        transit = arrival_s - sent_s
         if self._last_transit is not None:
             # RFC 3550 6.4.1: J += (|D| - J) / 16
             self.stats.jitter_s += (abs(transit - self._last_transit) - self.stats.jitter_s) / 16.0
@@ -70,7 +73,7 @@ class JitterBuffer:
         spread = sorted(t - base for t in self._transits)
         rank = min(len(spread) - 1, int(len(spread) * TARGET_PERCENTILE / 100.0))
         target = self.stats.target_s = min(self.max_delay_s, spread[rank])
-        due = media_s + base + target
+        due = sent_s + base + target
         if arrival_s > due + self.chunk_s:
             self.stats.late_dropped += 1
             self.stats.late_frames += frames

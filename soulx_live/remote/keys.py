@@ -8,13 +8,21 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import stat
 from pathlib import Path
 
 from soulx_live.errors import DaemonError
 
-__all__ = ["KeyPair", "allowed_keys", "create_key_pair", "default_keys_dir", "load_key_pair", "public_key_text",
-           "add_allowed_key"]
+__all__ = [
+    "KeyPair",
+    "add_allowed_key",
+    "allowed_keys",
+    "create_key_pair",
+    "default_keys_dir",
+    "load_key_pair",
+    "public_key_text",
+]
 
 log = logging.getLogger(__name__)
 
@@ -109,6 +117,8 @@ def add_allowed_key(allowed_dir: Path, public: bytes, name: str) -> Path:
     import zmq.auth
 
     _check_z85(public.decode("ascii"))
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", name):
+        raise DaemonError(f"key name {name!r} must be letters, digits, '.', '_' or '-' (at most 64)")
     _private_dir(allowed_dir)
     path = allowed_dir / f"{name}.key"
     old = os.umask(0o077)

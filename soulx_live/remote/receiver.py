@@ -136,7 +136,7 @@ class Receiver:
         spf = self.spec.samples_per_frame
         first = h.first_frame + item.frame_offset
         chunk = FrameChunk(self.session_id, 0, first, frames, pcm16_to_float(item.audio), first * spf, epoch=h.epoch)
-        if not self.jitter.push(chunk, h.media_ns / 1e9, item.arrival, h.n):
+        if not self.jitter.push(chunk, h.sent_ns / 1e9, item.arrival, h.n):  # network jitter only
             self._lost(h.n, None)
             self._need_key = False  # a late chunk decoded fine: the reference chain is intact
 

@@ -23,7 +23,12 @@ from soulx_live.config import RemoteConfig
 from soulx_live.errors import DaemonError
 from soulx_live.log_safe import RateLimitedLog
 from soulx_live.netaddr import is_loopback_host
-from soulx_live.remote.keys import allowed_keys, default_keys_dir, load_key_pair, public_key_text
+from soulx_live.remote.keys import (
+    allowed_keys,
+    default_keys_dir,
+    load_key_pair,
+    public_key_text,
+)
 
 __all__ = ["ClientSecurity", "ServerSecurity", "fingerprint", "keys_dir", "split_address"]
 
@@ -62,7 +67,7 @@ class _AllowList:
             return True
         self.refusals["unknown_client_key"] += 1
         self._log.warning("unknown_client_key", "refused a client: public key %s... is not in the allow-list %s "
-                          "(add it with `soulx-live keys --allow KEY`) [%d refused so far]",
+                          "(add it with `soulx-live keys --allow=KEY`) [%d refused so far]",
                           fingerprint(bytes(key)), self.folder, self.refusals["unknown_client_key"])
         return False
 
@@ -99,7 +104,7 @@ class ServerSecurity:
             count = len(allowed_keys(allowed))
             if count == 0:
                 log.warning("no client key is allowed yet (%s is empty): every client will be refused; add one with "
-                            "`soulx-live keys --allow CLIENT_PUBLIC_KEY`", allowed)
+                            "`soulx-live keys --allow=CLIENT_PUBLIC_KEY`", allowed)
             return (f"CURVE, server key {pair.public.decode()} , {count} allowed client key(s) in {allowed}")
         if is_loopback_host(cfg.host):
             return "plaintext on loopback (no server key; `soulx-live keys --server` to create one)"
@@ -131,7 +136,7 @@ class ClientSecurity:
         elif not is_loopback_host(host):
             if not cfg.insecure_plaintext:
                 raise DaemonError(f"refusing plaintext to {host}: give the server's public key "
-                                  "(--server-key KEY, printed by `soulx-live keys --server` on the server), or set "
+                                  "(--server-key=KEY, printed by `soulx-live keys --server` on the server), or set "
                                   "remote.insecure_plaintext=true on a network you trust completely")
             log.warning("INSECURE: plaintext link to %s (remote.insecure_plaintext): audio and video travel "
                         "unencrypted and unauthenticated", host)

@@ -118,7 +118,7 @@ def make_keys(tmp: Path) -> tuple[Path, Path, str, str]:
     made = cli("keys", "--set", f"remote.keys_dir={laptop_dir}")
     assert made.returncode == 0, made.stderr
     laptop_key = re.search(r"client public key: (\S{40})", made.stdout).group(1)  # type: ignore[union-attr]
-    allowed = cli("keys", "--allow", laptop_key, "--set", f"remote.keys_dir={server_dir}")
+    allowed = cli("keys", f"--allow={laptop_key}", "--set", f"remote.keys_dir={server_dir}")
     assert allowed.returncode == 0, allowed.stderr
     return server_dir, laptop_dir, server_key, laptop_key
 

@@ -10,9 +10,19 @@ import numpy as np
 import pytest
 
 from soulx_live.errors import DaemonError
-from soulx_live.remote.codec import VideoDecoder, VideoEncoder, float_to_pcm16, pcm16_to_float
+from soulx_live.remote.codec import (
+    VideoDecoder,
+    VideoEncoder,
+    float_to_pcm16,
+    pcm16_to_float,
+)
 from soulx_live.remote.jitter import JitterBuffer
-from soulx_live.remote.keys import add_allowed_key, allowed_keys, create_key_pair, load_key_pair
+from soulx_live.remote.keys import (
+    add_allowed_key,
+    allowed_keys,
+    create_key_pair,
+    load_key_pair,
+)
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
@@ -22,8 +32,8 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
 
 def still_face(width: int = 448, height: int = 768, frames: int = 5) -> np.ndarray:
     """The lite engine's idle output (no blinks, no idle motion): a still face, as the benchmark's goal says."""
-    from engine.lite.engine import LiteConfig, LiteEngine
     from engine.interface import SessionRequest
+    from engine.lite.engine import LiteConfig, LiteEngine
 
     engine = LiteEngine(LiteConfig(width=width, height=height, frames_per_chunk=frames, blinks=False, idle_motion=False))
     session = engine.start_session(SessionRequest(session_id="t"))
@@ -103,3 +113,5 @@ def test_key_files_are_private(tmp_path: Path) -> None:
     assert allowed_keys(tmp_path / "allowed") == {pair.public}
     with pytest.raises(DaemonError, match="Z85"):
         add_allowed_key(tmp_path / "allowed", b"not-a-key", "bad")
+    with pytest.raises(DaemonError, match="key name"):
+        add_allowed_key(tmp_path / "allowed", pair.public, "../escape")

@@ -9,8 +9,16 @@ from pathlib import Path
 
 import numpy as np
 import zmq
+from remote_support import (
+    FrameProbe,
+    laptop_config,
+    psnr,
+    serve,
+    still_face,
+    wait_for,
+    write_wav,
+)
 
-from remote_support import FrameProbe, laptop_config, psnr, serve, still_face, wait_for, write_wav
 from soulx_live.daemon import Daemon
 from soulx_live.remote import wire as w
 from soulx_live.remote.emulator import LinkEmulator
@@ -129,7 +137,11 @@ def test_link_cut_of_five_seconds_holds_the_picture_and_reconnects(tmp_path: Pat
         wait_for(lambda: len(probe.writes) >= 10, 30, "chunks at the sink")
         chunks_before = driver.receiver.stats.chunks  # type: ignore[attr-defined]
         cut_start = time.monotonic()
-        emu.cut(5.0)
+        cutter = threading.Thread(target=emu.cut, args=(5.0,))
+        cutter.start()
+        time.sleep(4.0)  # the link timeout (1 s) has passed: status says so
+        during_status = daemon.status()
+        cutter.join()
         cut_end = time.monotonic()
         during = [wr for wr in probe.writes if cut_start + 1.0 < wr[0] < cut_end]
         wait_for(lambda: driver.receiver.stats.chunks > chunks_before + 5, 20, "chunks after the cut")  # type: ignore[attr-defined]
@@ -145,6 +157,8 @@ def test_link_cut_of_five_seconds_holds_the_picture_and_reconnects(tmp_path: Pat
     assert min(float(frame.mean()) for _, _, _, _, frame, _ in during) > 20
     assert back < 10.0
     assert any("remote link down" in h for h in probe.holds)
+    assert during_status.state == "restarting" and "remote 127.0.0.1" in during_status.detail
+    assert "down" in during_status.detail and during_status.restarts >= 1
 
 
 def test_server_restart_is_survived(tmp_path: Path) -> None:
@@ -165,3 +179,63 @@ def test_server_restart_is_survived(tmp_path: Path) -> None:
         server.stop()
     assert driver.reconnects >= 1 and driver.reconnect_s  # type: ignore[attr-defined]
     assert any("remote link down" in h for h in probe.holds)
+
+
+def test_tiny_random_flashtalk_over_the_link(tmp_path: Path) -> None:
+    """The FlashTalk engine (tiny random weights, CPU) behind `serve`: its chunks decode on the laptop."""
+    server, port = serve(tmp_path, "engine.kind=flashtalk", "engine.flashtalk.preset=tiny-random",
+                         "engine.drift.enabled=false", "supervisor.heartbeat_timeout_s=5", "supervisor.init_timeout_s=60")
+    try:
+        daemon, probe, thread = _daemon(tmp_path, port, 20.0, link_timeout_s=5.0)
+        wait_for(lambda: daemon.driver.receiver is not None  # type: ignore[attr-defined]
+                 and daemon.driver.receiver.stats.chunks >= 3, 90, "tiny-random chunks")  # type: ignore[attr-defined]
+        rx = daemon.driver.receiver  # type: ignore[attr-defined]
+        spec = daemon.spec
+        _stop(daemon, thread)
+    finally:
+        server.stop()
+    assert "flashtalk" in server.text() and rx.stats.decode_errors == 0
+    assert spec is not None and probe.writes[-1][4].shape == (spec.height, spec.width, 3)
+
+
+def test_the_laptop_survives_a_hostile_server(tmp_path: Path) -> None:
+    """A server that answers Hello and then sends garbage (a stand-in ROUTER socket: a real `serve` never sends
+    these): every bad message is dropped and counted by name, bad H.264 is a counted decode error followed by a
+    keyframe request, and the laptop's daemon keeps running."""
+    import msgspec
+
+    router = zmq.Context.instance().socket(zmq.ROUTER)
+    router.setsockopt(zmq.LINGER, 0)
+    port = router.bind_to_random_port("tcp://127.0.0.1")
+    daemon, probe, thread = _daemon(tmp_path, port, 20.0, link_timeout_s=5.0)
+    try:
+        assert router.poll(20_000)
+        identity, hello = router.recv_multipart()[:2]
+        assert isinstance(w.parse([hello], "up")[0], w.Hello)
+        welcome = w.Welcome(session_id="evil", server_id="evil", fps_num=25, fps_den=1, sample_rate=SR,
+                            frames_per_chunk=5, height=64, width=64)
+        router.send_multipart([identity, w.encode(welcome)])
+        wait_for(lambda: getattr(daemon.driver, "receiver", None) is not None, 10, "the session")
+        chunk = dict(session_id="evil", seq=0, first_frame=0, n=5, epoch=0, keyframe=True, packet_sizes=[4],
+                     audio_t0=0, audio_samples=5 * 640, media_ns=0)
+        router.send_multipart([identity, b"\xc1garbage"])
+        router.send_multipart([identity, msgspec.msgpack.encode({"type": "Welcome", "v": 9})])
+        router.send_multipart([identity, w.encode(w.ChunkDown(**{**chunk, "packet_sizes": [9]})), b"abcd",
+                               b"\x00" * 6400])
+        router.send_multipart([identity, w.encode(w.Hello())])  # an up-only message sent down
+        router.send_multipart([identity, w.encode(w.ChunkDown(**chunk)), b"\x00\x00\x00\x01", b"\x00" * 6400])
+        link, rx = daemon.driver.link, daemon.driver.receiver  # type: ignore[attr-defined]
+        wait_for(lambda: sum(link.errors.values()) >= 4 and rx.stats.decode_errors >= 1, 10, "the counts")
+        wanted = set()
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and not wanted:
+            if router.poll(100):
+                msg, _ = w.parse(router.recv_multipart()[1:], "up")
+                if isinstance(msg, w.KeyframeRequest):
+                    wanted.add(msg.reason)
+        assert wanted == {"loss"}
+        assert link.errors == {"malformed": 1, "version": 1, "bad_payload": 1, "unexpected": 1}
+        assert thread.is_alive() and daemon.status().state == "running"
+        _stop(daemon, thread)
+    finally:
+        router.close()

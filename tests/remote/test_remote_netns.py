@@ -8,9 +8,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from remote_support import (
-    Process, best_correlation, make_keys, read_mp4, serve, settings, speech_after_silence, write_wav,
+    Process,
+    best_correlation,
+    make_keys,
+    read_mp4,
+    serve,
+    settings,
+    speech_after_silence,
+    write_wav,
 )
 
 
@@ -35,7 +41,7 @@ def test_session_over_a_shaped_link_between_namespaces(tmp_path: Path, shared_da
                                    tuple(lab.exec_argv(lab.laptop_ns, [])))
                 emu_port = emulator.wait_line(r"listening on (\d+)").group(1)
                 address = f"127.0.0.1:{emu_port}"
-            laptop = Process(["run", "--remote", address, "--server-key", server_key, "--audio", str(audio),
+            laptop = Process(["run", "--remote", address, f"--server-key={server_key}", "--audio", str(audio),
                               "--record", str(tmp_path / "out.mp4"),
                               *settings("metrics.enabled=false", f"bus.runtime_dir={tmp_path / 'laptop-rt'}",
                                         f"remote.keys_dir={laptop_keys}")],

@@ -6,10 +6,17 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import pytest
-
 from remote_support import (
-    best_correlation, cli, make_keys, psnr, read_mp4, run_remote, secrets_in, serve, speech_after_silence, still_face,
+    best_correlation,
+    cli,
+    make_keys,
+    psnr,
+    read_mp4,
+    run_remote,
+    secrets_in,
+    serve,
+    speech_after_silence,
+    still_face,
     write_wav,
 )
 
@@ -23,7 +30,7 @@ def test_curve_session_end_to_end(tmp_path: Path, shared_data: Path) -> None:
     audio = write_wav(tmp_path / "in.wav", pcm)
     server, port = serve(tmp_path, f"remote.keys_dir={server_keys}")
     try:
-        laptop = run_remote(tmp_path, port, "--server-key", server_key, "--audio", str(audio),
+        laptop = run_remote(tmp_path, port, f"--server-key={server_key}", "--audio", str(audio),
                             "--record", str(tmp_path / "out.mp4"), "--set", f"remote.keys_dir={laptop_keys}")
         code = laptop.proc.wait(90)
         assert code == 0, laptop.text()[-3000:]
@@ -57,7 +64,7 @@ def test_unknown_and_missing_client_keys_are_refused_and_logged(tmp_path: Path) 
     assert cli("keys", "--set", f"remote.keys_dir={stranger}").returncode == 0
     server, port = serve(tmp_path, f"remote.keys_dir={server_keys}")
     try:
-        unknown = run_remote(tmp_path, port, "--server-key", server_key, "--set", "audio.source=file",
+        unknown = run_remote(tmp_path, port, f"--server-key={server_key}", "--set", "audio.source=file",
                              "--audio", "/dev/null", "--set", f"remote.keys_dir={stranger}",
                              "--set", "remote.link_timeout_s=1", name="stranger")
         no_key = run_remote(tmp_path, port, "--audio", "/dev/null", name="nokey")
