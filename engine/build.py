@@ -63,7 +63,7 @@ def build_engine(engine_config: Any) -> FlashTalkEngine:
     if tiny:
         engine = _build_tiny(engine_config, flashhead=flashhead)
     else:
-        engine = _build_flashhead(engine_config, mode) if flashhead else _build_14b(engine_config, mode)
+        engine = _build_released(engine_config, mode, flashhead=flashhead)
     if ft.world_size != 1:
         parallelize_engine(engine, ft)
     _apply_speedups(engine, ft, mode)
@@ -133,33 +133,23 @@ def parallelize_engine(engine: FlashTalkEngine, ft: Any) -> None:
         raise FlashTalkConfigError(str(exc)) from exc
 
 
-def _build_14b(engine_config: Any, mode: MemoryMode) -> FlashTalkEngine:
-    """The released model from ``engine.weights_dir`` on ``engine.device`` (this rank's GPU under torchrun); with
-    a memory mode or FP8 the DiT's blocks are loaded on the host and placed by :func:`_apply_speedups`."""
-    ft = engine_config.flashtalk
+def _build_released(engine_config: Any, mode: MemoryMode, *, flashhead: bool = False) -> FlashTalkEngine:
+    """The released model from ``engine.weights_dir`` (SoulX-FlashTalk-14B, or SoulX-FlashHead-1_3B with
+    ``flashhead``) on ``engine.device`` (this rank's GPU under torchrun); with a memory mode or FP8 the DiT's blocks
+    are loaded on the host and placed by :func:`_apply_speedups`."""
+    from engine.flashhead import FlashHeadEngine
+
+    ft = engine_settings(engine_config)
     if engine_config.weights_dir is None:
-        raise FlashTalkConfigError("engine.weights_dir is not set (--set engine.weights_dir=models/SoulX-FlashTalk-14B)")
+        folder = "models/SoulX-FlashHead-1_3B" if flashhead else "models/SoulX-FlashTalk-14B"
+        raise FlashTalkConfigError(f"engine.weights_dir is not set (--set engine.weights_dir={folder})")
     cfg = FlashTalkConfig(**_settings(ft, _SAMPLING | _GEOMETRY), device=engine_config.device, dtype=ft.dtype)
     if ft.world_size != 1:
         _select_rank_device()  # before loading: every rank loads onto its own GPU
     drift = getattr(engine_config, "drift", None)
     on_host = not (mode.resident_bf16 and not getattr(ft, "fp8", False))  # placed block by block later
-    return FlashTalkEngine.from_folder(Path(engine_config.weights_dir), cfg, drift=drift, dit_blocks_on_host=on_host)
-
-
-def _build_flashhead(engine_config: Any, mode: MemoryMode) -> FlashTalkEngine:
-    """FlashHead Pro from the ``SoulX-FlashHead-1_3B`` folder in ``engine.weights_dir`` (as :func:`_build_14b`)."""
-    from engine.flashhead import FlashHeadEngine
-
-    fh = engine_config.flashhead
-    if engine_config.weights_dir is None:
-        raise FlashTalkConfigError("engine.weights_dir is not set (--set engine.weights_dir=models/SoulX-FlashHead-1_3B)")
-    cfg = FlashTalkConfig(**_settings(fh, _SAMPLING | _GEOMETRY), device=engine_config.device, dtype=fh.dtype)
-    if fh.world_size != 1:
-        _select_rank_device()
-    on_host = not (mode.resident_bf16 and not getattr(fh, "fp8", False))
-    return FlashHeadEngine.from_folder(Path(engine_config.weights_dir), cfg, drift=getattr(engine_config, "drift", None),
-                                       dit_blocks_on_host=on_host)
+    kind = FlashHeadEngine if flashhead else FlashTalkEngine
+    return kind.from_folder(Path(engine_config.weights_dir), cfg, drift=drift, dit_blocks_on_host=on_host)
 
 
 def _build_tiny(engine_config: Any, *, flashhead: bool = False) -> FlashTalkEngine:

@@ -101,3 +101,26 @@ def test_readme_speed_estimates(gpu: str, ceiling_fps: int) -> None:
     per_chunk = 4 * dit_flops(dit_config(False, "flashhead"), latent_grid(33, 512, 512)).total
     fps = 28 / (per_chunk / (peak_flops(gpu, "bf16").tflops * 1e12))
     assert round(fps) == ceiling_fps
+
+
+@pytest.mark.timeout(420)
+def test_the_prepared_flashhead_gpu_script_runs_every_step(tmp_path: Path) -> None:
+    """benchmarks/gpu_flashhead.sh is what a GPU loan runs for FlashHead's figures; tried here with ``--tiny``
+    benches on the CPU so that a broken step never wastes a loan: every step passes and both reports are written."""
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[2]
+    env = dict(os.environ, OUT=str(tmp_path), BENCH_ARGS="--tiny", PYTHON=sys.executable, OMP_NUM_THREADS="1",
+               SOULX_GOLDEN_FLASHHEAD_DIR="none")  # the golden cases run in their own test; here only the script
+    proc = subprocess.run(["bash", str(root / "benchmarks" / "gpu_flashhead.sh")], cwd=root, env=env,
+                          capture_output=True, text=True, timeout=400)
+    log = (tmp_path / "gpu_flashhead.log").read_text()
+    assert proc.returncode == 0, log[-3000:]
+    assert "gpu_flashhead: all steps passed" in log and log.count(": rc=0 in ") == 3
+    plain, levers = (json.loads((tmp_path / name).read_text())
+                     for name in ("engine_flashhead_gpu.json", "engine_flashhead_gpu_levers.json"))
+    assert plain["config"]["model"] == levers["config"]["model"] == "flashhead"
+    assert plain["config"]["compile"] is False and levers["config"]["compile"] is True
+    assert len(levers["per_chunk_ms"]) == 5 and levers["date"] and levers["device"]

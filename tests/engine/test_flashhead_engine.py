@@ -135,3 +135,18 @@ def test_drift_self_correction_runs_on_flashhead() -> None:
     session.next_chunk()
     assert session.stats.chunks == 2 and session.stats.corrections == 2
     assert torch.equal(session.state.motion_latent, session.state.conditioning.reference_latent)
+
+
+def test_build_engine_loads_the_released_layout(released_folder: Path) -> None:
+    """``engine.kind: flashhead`` with a weights folder goes through the same build path as FlashTalk 14B (here with
+    the offload memory mode: the DiT's blocks are loaded on the host and streamed)."""
+    from engine.build import build_engine as build_from_settings
+    from soulx_live.config import EngineConfig
+
+    settings = EngineConfig(kind="flashhead", weights_dir=released_folder, device="cpu",
+                            flashhead={"height": 32, "width": 32, "frame_num": 9, "dtype": "fp32", "memory": "offload"})
+    engine = build_from_settings(settings)
+    assert isinstance(engine, FlashHeadEngine) and engine.spec.frames_per_chunk == 4
+    assert getattr(engine.models.dit, "offloader", None) is not None
+    with pytest.raises(Exception, match="SoulX-FlashHead-1_3B"):
+        build_from_settings(EngineConfig(kind="flashhead", device="cpu"))
