@@ -281,6 +281,7 @@ class RemoteConfig(_Section):
     insecure_plaintext: bool = False  # allow plaintext TCP to/from a non-loopback address (no CURVE): never on the internet
     video_bitrate: int = Field(3_000_000, ge=100_000, le=100_000_000)  # H.264 target, bits per second
     video_preset: str = "veryfast"  # libx264 preset (zero-latency tuning is always on)
+    video_encoder: str = "auto"  # auto: the first H.264 encoder that opens here (NVENC, QSV, AMF, then libx264)
     audio_codec: Literal["pcm"] = "pcm"  # audio down and up: 16-bit PCM
     link_timeout_s: float = Field(2.0, gt=0)  # nothing heard for this long: the link is down (client reconnects, server ends the session)
     jitter_max_s: float = Field(0.3, ge=0)  # the jitter buffer never holds more than this

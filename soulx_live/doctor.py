@@ -91,6 +91,19 @@ def check_pyav() -> Check:
     return Check("PyAV (mp4 + audio decode)", True, f"av {av.__version__}, FFmpeg with libx264 + aac", required=True)
 
 
+def check_remote_encoder(wanted: str) -> Check:
+    """The H.264 encoder ``soulx-live serve`` would use here (``remote.video_encoder``), and every one that opens."""
+    from soulx_live.remote.encoders import EncoderUnavailable, choose_encoder, usable_encoders
+
+    usable = usable_encoders()
+    try:
+        name = choose_encoder(wanted, usable)
+    except EncoderUnavailable as exc:
+        return Check("H.264 encoder (remote video)", False, str(exc), "set remote.video_encoder=auto", required=False)
+    return Check("H.264 encoder (remote video)", True,
+                 f"{name} (remote.video_encoder={wanted}; opens here: {', '.join(usable)})", required=False)
+
+
 def check_torch() -> list[Check]:
     try:
         import torch
@@ -273,6 +286,7 @@ def run_checks(config: object | None = None) -> list[Check]:
         check_python,
         check_core_packages,
         check_pyav,
+        lambda: check_remote_encoder(getattr(getattr(config, "remote", None), "video_encoder", "auto")),
         check_torch,
         check_optional_packages,
         check_virtual_camera,

@@ -12,12 +12,13 @@ from fractions import Fraction
 
 import numpy as np
 
+from soulx_live.remote.encoders import encoder_options
+
 __all__ = ["CodecError", "VideoDecoder", "VideoEncoder", "float_to_pcm16", "pcm16_to_float"]
 
 log = logging.getLogger(__name__)
 
 GOP_FRAMES = 100_000  # no periodic keyframe: they come on demand
-BITRATE_WINDOW_S = 1.0  # the rate control's buffer: about one second's worth of bits
 
 
 class CodecError(RuntimeError):
@@ -33,23 +34,24 @@ def pcm16_to_float(data: bytes) -> np.ndarray:
 
 
 class VideoEncoder:
-    """rgb24 frames -> H.264 packets, one packet per frame (zero-latency)."""
+    """rgb24 frames -> H.264 packets, one packet per frame (zero-latency); ``encoder`` from
+    :mod:`soulx_live.remote.encoders` (libx264 or a hardware encoder that opens here)."""
 
-    def __init__(self, width: int, height: int, fps: Fraction, *, bitrate: int, preset: str = "veryfast") -> None:
+    def __init__(self, width: int, height: int, fps: Fraction, *, bitrate: int, preset: str = "veryfast",
+                 encoder: str = "libx264") -> None:
         import av  # a core dependency (its wheel bundles libx264)
 
         if width % 2 or height % 2:
             raise ValueError(f"H.264 with 4:2:0 chroma needs even frame sides, got {width}x{height}")
         self._av = av
-        ctx = av.CodecContext.create("libx264", "w")
+        self.name = encoder
+        ctx = av.CodecContext.create(encoder, "w")
         ctx.width, ctx.height = width, height
         ctx.pix_fmt = "yuv420p"
         ctx.time_base = Fraction(1, 1) / Fraction(fps)
         ctx.framerate = Fraction(fps)
         ctx.bit_rate = bitrate
-        ctx.options = {"tune": "zerolatency", "preset": preset, "g": str(GOP_FRAMES), "keyint_min": str(GOP_FRAMES),
-                       "sc_threshold": "0", "forced-idr": "1", "rc-lookahead": "0", "bf": "0",
-                       "maxrate": str(bitrate), "bufsize": str(int(bitrate * BITRATE_WINDOW_S))}
+        ctx.options = encoder_options(encoder, bitrate=bitrate, preset=preset, gop=GOP_FRAMES)
         ctx.open()
         self._ctx = ctx
         self._pts = 0

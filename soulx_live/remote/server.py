@@ -26,9 +26,11 @@ from zmq.utils.monitor import recv_monitor_message
 from engine.interface import ChunkSpec, FrameChunk
 from soulx_live.bus import EndOfStream, FrameSubscriber
 from soulx_live.config import SoulxConfig
+from soulx_live.errors import DaemonError
 from soulx_live.log_safe import RateLimitedLog
 from soulx_live.remote import wire as w
 from soulx_live.remote.codec import VideoEncoder, float_to_pcm16, pcm16_to_float
+from soulx_live.remote.encoders import EncoderUnavailable, choose_encoder, usable_encoders
 from soulx_live.remote.security import ServerSecurity
 
 __all__ = ["RemoteServer"]
@@ -74,6 +76,7 @@ class RemoteServer:
         self.spec: ChunkSpec | None = None
         self._session: _Session | None = None
         self._rlog = RateLimitedLog(log)
+        self.video_encoder = "libx264"
 
     def serve(self, stopping: Callable[[], bool], on_listening: Callable[[str], None] | None = None) -> None:
         """Start the engine worker, listen, serve until ``stopping()``; closes everything on the way out."""
@@ -91,6 +94,7 @@ class RemoteServer:
             sock.setsockopt(zmq.RCVHWM, 256)
             sock.setsockopt(zmq.MAXMSGSIZE, w.MAX_VIDEO_BYTES + (1 << 20))  # a bigger frame closes the connection
             mode = self.security.apply(ctx, sock)  # first: a refused configuration fails before the engine loads
+            self.video_encoder = _pick_encoder(self.cfg.video_encoder)
             log.info("starting the %s engine", self.config.engine.kind)
             self.spec = engine.start(cancelled=stopping)
             self._warm_up(engine, frames, stopping)
@@ -219,7 +223,7 @@ class RemoteServer:
         engine.start_session(session_id, seed=self.config.engine.seed, prompt=self.config.engine.prompt,  # type: ignore[attr-defined]
                              avatar=self.config.engine.avatar)
         encoder = VideoEncoder(spec.width, spec.height, Fraction(spec.fps), bitrate=self.cfg.video_bitrate,
-                               preset=self.cfg.video_preset)
+                               preset=self.cfg.video_preset, encoder=self.video_encoder)
         self._session = _Session(identity, session_id, msg.epoch, engine.epoch, encoder,  # type: ignore[attr-defined]
                                  dropped_base=engine.dropped_samples)  # type: ignore[attr-defined]
         self.counters["sessions"] += 1
@@ -297,6 +301,16 @@ class RemoteServer:
     def _on_engine_state(self, state: str, detail: str) -> None:
         if state in ("restarting", "failed"):
             log.warning("engine worker %s: %s", state, detail)
+
+
+def _pick_encoder(wanted: str) -> str:
+    """The H.264 encoder for every session (``remote.video_encoder``), named in the log; DaemonError if unusable."""
+    try:
+        name = choose_encoder(wanted, usable_encoders())
+    except EncoderUnavailable as exc:
+        raise DaemonError(str(exc)) from None
+    log.info("video: H.264 with %s (remote.video_encoder=%s)", name, wanted)
+    return name
 
 
 def _bind_host(host: str) -> str:
