@@ -77,8 +77,10 @@ class SinkFanout:
         return self._threads.alive(lambda name: name.startswith(SINK_PREFIX))
 
     def await_done(self) -> None:
-        """Until every sink thread has finished (EndOfStream, or quiet after the end) or the run is closing."""
-        while not self._lifecycle.closing and self.running():
+        """Until every sink thread has finished (EndOfStream, or quiet after the end) or the run is closing. A run
+        whose engine never gave a spec (it failed to start, or no remote engine answered) has nothing to drain: its
+        sink threads wait for that spec until the run closes, so waiting for them here would never end."""
+        while not self._lifecycle.closing and self.running() and self._session.spec is not None:
             time.sleep(POLL_S)
 
     def wait_for_progress(self, frame: int) -> None:

@@ -239,3 +239,38 @@ def test_the_laptop_survives_a_hostile_server(tmp_path: Path) -> None:
         _stop(daemon, thread)
     finally:
         router.close()
+
+
+def test_no_answer_with_a_sink_open_fails_the_run_instead_of_hanging(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """No engine at the address while a sink waits for the first spec (the Studio's preview sink is always there
+    under `soulx-live run`): the run ends with the named error, it does not wait for the sink forever."""
+    import socket
+
+    import pytest
+
+    from soulx_live.errors import DaemonError
+    from soulx_live.live import remote as remote_driver
+
+    monkeypatch.setattr(remote_driver, "CONNECT_TIMEOUT_S", 1.0)
+    with socket.socket() as probe_port:  # a port nothing listens on
+        probe_port.bind(("127.0.0.1", 0))
+        port = probe_port.getsockname()[1]
+    audio = write_wav(tmp_path / "silence.wav", np.zeros(SR, np.float32))
+    probe = FrameProbe()
+    daemon = Daemon(laptop_config(tmp_path, port, audio), sink_factory=lambda cfg: [probe])  # type: ignore[arg-type]
+    errors: list[BaseException] = []
+    thread = threading.Thread(target=lambda: _capture(daemon, errors), daemon=True)
+    started = time.monotonic()
+    thread.start()
+    thread.join(30)
+    assert not thread.is_alive(), "the run hung waiting for a sink that never got a spec"
+    assert time.monotonic() - started < 20
+    with pytest.raises(DaemonError, match="no answer from the remote engine"):
+        raise errors[0]
+
+
+def _capture(daemon: Daemon, errors: list[BaseException]) -> None:
+    try:
+        daemon.run()
+    except BaseException as exc:  # noqa: BLE001 - the test looks at it
+        errors.append(exc)

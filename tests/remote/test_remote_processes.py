@@ -63,14 +63,19 @@ def test_unknown_and_missing_client_keys_are_refused_and_logged(tmp_path: Path) 
     stranger = tmp_path / "stranger-keys"
     assert cli("keys", "--set", f"remote.keys_dir={stranger}").returncode == 0
     server, port = serve(tmp_path, f"remote.keys_dir={server_keys}")
+    laptops = []
     try:
         unknown = run_remote(tmp_path, port, f"--server-key={server_key}", "--set", "audio.source=file",
                              "--audio", "/dev/null", "--set", f"remote.keys_dir={stranger}",
                              "--set", "remote.link_timeout_s=1", name="stranger")
+        laptops.append(unknown)
         no_key = run_remote(tmp_path, port, "--audio", "/dev/null", name="nokey")
+        laptops.append(no_key)
         assert unknown.proc.wait(60) != 0
         assert no_key.proc.wait(60) != 0
     finally:
+        for laptop in laptops:
+            laptop.stop(5)  # none may outlive a failed test
         server.stop()
     assert "no answer from the remote engine" in unknown.text()
     log = server.text()

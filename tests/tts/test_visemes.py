@@ -24,9 +24,9 @@ def _openings(with_phonemes: bool) -> tuple[list[float], list, int]:
     recorded: list[float] = []
     render = session._render
 
-    def spy(frame: int, opening: float, shape: float, out: np.ndarray) -> None:
+    def spy(frame: int, opening: float, shape: float, out: np.ndarray, alpha_out: np.ndarray | None = None) -> None:
         recorded.append(opening)
-        render(frame, opening, shape, out)
+        render(frame, opening, shape, out, alpha_out)
 
     session._render = spy  # type: ignore[method-assign]
     silence = np.zeros(16000, np.float32)
