@@ -33,6 +33,8 @@ import numpy as np  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from host import cpu_model  # noqa: E402
+
 from engine.interface import SessionRequest  # noqa: E402
 from engine.lite import LiteConfig, LiteEngine  # noqa: E402
 from engine.lite.animator import blink_amount, idle_pose  # noqa: E402
@@ -54,16 +56,6 @@ def _pin(core: int | None) -> int:
     except ImportError:
         pass
     return chosen
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def _load_speech() -> np.ndarray:
@@ -129,7 +121,7 @@ def main() -> None:
     result = {
         "benchmark": "lite_fps",
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "cpu_model": _cpu_model(),
+        "cpu_model": cpu_model(),
         "pinned_core": core,
         "threads": {"cv2": cv2.getNumThreads(), "omp": os.environ["OMP_NUM_THREADS"]},
         "versions": {"python": platform.python_version(), "numpy": np.__version__, "opencv": cv2.__version__},

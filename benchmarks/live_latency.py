@@ -31,11 +31,9 @@ Run: ``OMP_NUM_THREADS=1 python benchmarks/live_latency.py`` (about half a minut
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import logging
 import os
-import platform
 import shutil
 import sys
 import tempfile
@@ -45,6 +43,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from host import machine
 
 from engine.interface import ChunkSpec, FrameChunk, SessionRequest
 from plugins.hold import HoldingSink
@@ -240,18 +239,6 @@ def compute_ms(config: SoulxConfig, chunks: int = 30) -> dict:
     return stats(times[3:])
 
 
-def machine() -> dict:
-    cpu = "unknown"
-    try:
-        with open("/proc/cpuinfo") as info:
-            cpu = next(line.split(":", 1)[1].strip() for line in info if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "loadavg_before": os.getloadavg(), "kernel": platform.release(),
-            "python": platform.python_version(), "omp_num_threads": os.environ.get("OMP_NUM_THREADS", ""),
-            "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
-
-
 def run(args: argparse.Namespace, folder: Path) -> tuple[dict, SoulxConfig]:
     config = SoulxConfig.model_validate({
         "engine": {"kind": "lite", "lite": {"width": args.size, "height": args.size, "frames_per_chunk": args.chunk}},
@@ -316,7 +303,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=RESULTS, help="JSON results file")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    info = machine()
+    info = {**machine(), "omp_num_threads": os.environ.get("OMP_NUM_THREADS", "")}
     folder = Path(tempfile.mkdtemp(prefix="sxlat-"))
     os.chmod(folder, 0o700)
     try:

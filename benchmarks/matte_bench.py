@@ -36,7 +36,16 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests" / "matting"))
 
-from matte_support import PORTRAITS, flicker, iou, lite_reference, noisy_stills, reference, soft_disc  # noqa: E402
+from host import cpu_model  # noqa: E402
+from matte_support import (  # noqa: E402
+    PORTRAITS,
+    flicker,
+    iou,
+    lite_reference,
+    noisy_stills,
+    reference,
+    soft_disc,
+)
 
 from engine.interface import SessionRequest  # noqa: E402
 from engine.lite import LiteConfig, LiteEngine  # noqa: E402
@@ -53,16 +62,6 @@ class _Frames:
     """A stand-in session for the stage: the stage only calls the segmenter (no engine work is timed)."""
 
     session_id = "bench"
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def _pct(ms: list[float]) -> dict[str, float]:
@@ -203,7 +202,7 @@ def main() -> None:
     result = {
         "benchmark": "matte_bench",
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "cpu_model": _cpu_model(),
+        "cpu_model": cpu_model(),
         "cores": len(cores),
         "versions": {"python": platform.python_version(), "numpy": np.__version__, "opencv": cv2.__version__},
         "model": {"file": model.name, "bytes": model.stat().st_size, "package": "mediapipe 0.10.21 (PyPI, Apache-2.0)"},

@@ -23,11 +23,9 @@ Run as root: ``python benchmarks/remote_bench.py`` (about 2 minutes); writes ben
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import logging
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -39,6 +37,8 @@ import numpy as np
 
 CHECKOUT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(CHECKOUT))
+
+from host import machine
 
 from soulx_live.config import SoulxConfig
 
@@ -263,17 +263,6 @@ def laptop(args: argparse.Namespace) -> dict:
         out["reconnect_after_cut_s"] = reconnect
         out["reconnects"] = driver.reconnects  # type: ignore[attr-defined]
     return out
-
-
-def machine() -> dict:
-    cpu = "unknown"
-    try:
-        with open("/proc/cpuinfo") as info:
-            cpu = next(line.split(":", 1)[1].strip() for line in info if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "loadavg_before": os.getloadavg(), "kernel": platform.release(),
-            "python": platform.python_version(), "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
 
 
 def _child(argv: list[str], prefix: list[str]) -> dict:
